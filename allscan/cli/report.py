@@ -1,0 +1,3 @@
+"""Commands of the 'report' group (scaffold: filled in by its issue)."""
+
+from __future__ import annotations

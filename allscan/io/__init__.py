@@ -1,0 +1,1 @@
+"""File formats: image decoding, CSV tables with their column schema, heatmap PNGs."""

@@ -1,0 +1,1 @@
+"""Model cards and the on-disk model store (``engines/``)."""

@@ -1,0 +1,1 @@
+"""The batch pipeline: discover -> decode -> segment -> model input -> infer -> heatmaps -> write."""

@@ -1,0 +1,71 @@
+"""What the network sees: the model card's input spec applied to a decoded image and its segmentation.
+
+Training and inference both call :func:`model_inputs`, so what is trained is what runs.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from allscan.models.card import InputSpec
+from allscan.pipeline.segment import Segmentation
+
+
+def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    if pixels <= 0:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
+    return cv2.dilate(mask, kernel)
+
+
+def masked_image(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> np.ndarray:
+    """The image with everything but the (slightly grown) white-cell mask replaced by ``spec.mask_fill``."""
+    grow = int(round(spec.mask_dilate_frac * min(bgr.shape[:2])))
+    keep = _grow(seg.mask, grow).astype(bool)
+    out = np.empty_like(bgr)
+    out[:] = np.array(spec.mask_fill[::-1], dtype=np.uint8)  # mask_fill is RGB, the image BGR
+    out[keep] = bgr[keep]
+    return out
+
+
+def cell_boxes(seg: Segmentation, spec: InputSpec, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Square crop boxes (x0, y0, x1, y1) centred on each cell, ``cell_context`` times its longer side."""
+    height, width = shape
+    boxes = []
+    for cell in seg.cells:
+        side = max(8, int(round(spec.cell_context * max(cell.width, cell.height))))
+        cx, cy = cell.x + cell.width / 2, cell.y + cell.height / 2
+        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+        boxes.append((max(0, x0), max(0, y0), min(width, x0 + side), min(height, y0 + side)))
+    return boxes
+
+
+def to_tensor(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize to the card's size, reorder colours and normalise: float32 [3, size, size]."""
+    interp = cv2.INTER_AREA if min(bgr.shape[:2]) >= spec.size else cv2.INTER_LINEAR
+    resized = cv2.resize(bgr, (spec.size, spec.size), interpolation=interp)
+    if spec.colour_order == "RGB":
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    x = resized.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def model_view(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> list[np.ndarray]:
+    """The 8-bit BGR picture(s) the network gets for one image, before resizing (one per cell in 'cells' mode).
+
+    An image without segmented cells falls back to the whole field in every mode, so it still gets a label (and
+    the pipeline flags it ``no_cells``).
+    """
+    if spec.mode == "masked" and seg.cells:
+        return [masked_image(bgr, seg, spec)]
+    if spec.mode == "cells" and seg.cells:
+        return [bgr[y0:y1, x0:x1] for x0, y0, x1, y1 in cell_boxes(seg, spec, bgr.shape[:2])]
+    return [bgr]
+
+
+def model_inputs(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> np.ndarray:
+    """float32 [k, 3, size, size]: k = 1 for 'full' and 'masked', the number of cells for 'cells'."""
+    return np.stack([to_tensor(view, spec) for view in model_view(bgr, seg, spec)])

@@ -1,0 +1,194 @@
+"""HSV segmentation of white blood cells (the purple/blue/magenta nucleated cells).
+
+Why HSV: Romanowsky stains colour nuclei and blast cytoplasm violet-blue with high saturation, while red cells are
+pale (low saturation) or salmon-red (a hue outside the band) and the background is near white. Thresholds adapt to
+each image: Otsu picks the saturation cut among the pixels inside the hue band, so a paler or darker stain moves the
+cut with it; a floor keeps an image without any white cell from being split at noise level. Touching cells are
+split by a distance transform and watershed. Every size is relative to the image, so a 224 px crop and a 640 px
+field are treated alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """Every knob of the segmentation, with the reason for its default.
+
+    Hues are OpenCV's 0-179 scale (degrees / 2). Fractions are of the image's area or of its shorter side.
+    """
+
+    hue_low: int = 118  # blue-violet; red cells tinted blue by the stain sit at 105-112 and stay out
+    hue_high: int = 178  # magenta: strongly eosin-tinted blasts; salmon red cells (hue < 12 or > 172) stay out
+    min_purple_excess: int = 1  # min(R, B) - G floor: stain absorbs green; blue-grey and salmon red cells do not
+    min_saturation: int = 40  # floor of the adaptive cut: faint tint (pale red cells, background) is not stain
+    max_saturation_cut: int = 110  # ceiling, so one very dark cell cannot push the cut above paler ones
+    open_frac: float = 0.012  # opening kernel (removes platelets, specks), fraction of the short side
+    close_frac: float = 0.02  # closing kernel (joins a lobed nucleus), fraction of the short side
+    min_area_frac: float = 0.0015  # smaller components are platelets or debris
+    max_area_frac: float = 0.5  # larger components are a stain wash, not a cell
+    split_touching: bool = True  # distance transform + watershed between touching cells
+    peak_frac: float = 0.5  # watershed markers: distance >= this x the component's maximum distance
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One segmented white cell and its measurements (the columns of cells.csv after slide/image)."""
+
+    cell_id: int
+    x: int
+    y: int
+    width: int
+    height: int
+    area_px: int
+    perimeter: float
+    circularity: float
+    equivalent_diameter: float
+    mean_h: float
+    mean_s: float
+    mean_v: float
+    nucleus_share: float  # share of the bounding box covered by the cell's mask
+    centroid_x: float
+    centroid_y: float
+
+
+CELL_COLUMNS = tuple(Cell.__dataclass_fields__)
+
+
+@dataclass
+class Segmentation:
+    """Label image (0 = background, k = cell k) and the cells' measurements."""
+
+    labels: np.ndarray  # int32, same height and width as the image
+    cells: list[Cell]
+    stain_cut: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        return (self.labels > 0).astype(np.uint8)
+
+    @property
+    def area_fraction(self) -> float:
+        return float((self.labels > 0).mean()) if self.labels.size else 0.0
+
+
+def _odd(n: float) -> int:
+    k = max(1, int(round(n)))
+    return k if k % 2 == 1 else k + 1
+
+
+def purple_excess(bgr: np.ndarray) -> np.ndarray:
+    """min(R, B) - G per pixel: high for violet/magenta stained cells, near zero or negative for red cells."""
+    b, g, r = (bgr[..., i].astype(np.int16) for i in range(3))
+    return np.minimum(r, b) - g
+
+
+def stain_cut(bgr: np.ndarray, hsv: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, float]:
+    """Candidate nucleated-cell pixels and the adaptive saturation threshold used.
+
+    The band keeps violet-to-magenta pixels that absorb green (stain), which excludes blue-grey and salmon red
+    cells; inside it Otsu splits saturation into stained cells and faint tint, clamped so that a field without
+    white cells is not split at noise level and one very dark cell cannot hide paler ones.
+    """
+    h, s = hsv[..., 0], hsv[..., 1]
+    band = (h >= params.hue_low) & (h <= params.hue_high) & (purple_excess(bgr) >= params.min_purple_excess)
+    values = s[band]
+    if values.size < 16:
+        return np.zeros(h.shape, dtype=np.uint8), float(params.min_saturation)
+    cut, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    cut = float(min(max(cut, params.min_saturation), params.max_saturation_cut))
+    return (band & (s > cut)).astype(np.uint8), cut
+
+
+def _clean(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
+    short = min(mask.shape[:2])
+    k_open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(short * params.open_frac),) * 2)
+    k_close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(short * params.close_frac),) * 2)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, k_open)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, k_close)
+    # Fill holes: pale nucleoli or cytoplasm inside a cell's outline belong to the cell.
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarray:
+    """Label image with touching cells separated by watershed on the distance transform."""
+    if not params.split_touching:
+        return cv2.connectedComponents(mask, connectivity=8)[1].astype(np.int32)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    n, comp = cv2.connectedComponents(mask, connectivity=8)
+    peaks = np.zeros(mask.shape, dtype=np.uint8)
+    for k in range(1, n):
+        region = comp == k
+        dmax = float(dist[region].max())
+        peaks[region & (dist >= params.peak_frac * dmax)] = 1
+    n_markers, markers = cv2.connectedComponents(peaks, connectivity=8)
+    markers = markers.astype(np.int32) + 1  # 1 = sure background
+    unknown = (mask > 0) & (peaks == 0)
+    markers[unknown] = 0
+    cv2.watershed(np.ascontiguousarray(bgr), markers)
+    labels = markers - 1
+    labels[labels < 0] = 0  # watershed lines (-1) and background
+    labels[mask == 0] = 0
+    return labels.astype(np.int32)
+
+
+def _measure(labels: np.ndarray, hsv: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, list[Cell]]:
+    area_total = labels.shape[0] * labels.shape[1]
+    min_area = params.min_area_frac * area_total
+    max_area = params.max_area_frac * area_total
+    out = np.zeros_like(labels)
+    cells: list[Cell] = []
+    ids = np.unique(labels)
+    for k in ids[ids > 0]:
+        region = (labels == k).astype(np.uint8)
+        area = int(region.sum())
+        if area < min_area or area > max_area:
+            continue
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contour = max(contours, key=cv2.contourArea)
+        x, y, w, h = cv2.boundingRect(contour)
+        perimeter = float(cv2.arcLength(contour, True))
+        circularity = float(4 * np.pi * area / perimeter**2) if perimeter > 0 else 0.0
+        mean_h, mean_s, mean_v = (float(c) for c in cv2.mean(hsv, mask=region)[:3])
+        moments = cv2.moments(region, binaryImage=True)
+        cid = len(cells) + 1
+        out[region > 0] = cid
+        cells.append(
+            Cell(
+                cell_id=cid,
+                x=x,
+                y=y,
+                width=w,
+                height=h,
+                area_px=area,
+                perimeter=round(perimeter, 2),
+                circularity=round(min(circularity, 1.0), 4),
+                equivalent_diameter=round(float(np.sqrt(4 * area / np.pi)), 2),
+                mean_h=round(mean_h, 2),
+                mean_s=round(mean_s, 2),
+                mean_v=round(mean_v, 2),
+                nucleus_share=round(area / float(w * h), 4),
+                centroid_x=round(moments["m10"] / moments["m00"], 2),
+                centroid_y=round(moments["m01"] / moments["m00"], 2),
+            )
+        )
+    return out, cells
+
+
+def segment(bgr: np.ndarray, params: SegmentParams | None = None) -> Segmentation:
+    """Find the white cells in an 8-bit BGR image."""
+    params = params or SegmentParams()
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    candidates, cut = stain_cut(bgr, hsv, params)
+    mask = _clean(candidates, params)
+    labels = _split(mask, bgr, params)
+    labels, cells = _measure(labels, hsv, params)
+    return Segmentation(labels=labels, cells=cells, stain_cut=cut)
