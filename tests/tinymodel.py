@@ -33,7 +33,7 @@ def build_tiny_onnx(path: Path, size: int = 64, pool: int = 8, classes: tuple[st
         helper.make_node("GlobalAveragePool", ["cam"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["logits"], axis=1),
         helper.make_node("Mul", ["image", "image"], ["sq"]),
-        helper.make_node("ReduceMean", ["sq", "axes"], ["ood"], keepdims=0),
+        helper.make_node("ReduceMean", ["sq"], ["ood"], axes=[1, 2, 3], keepdims=0),
     ]
     graph = helper.make_graph(
         nodes,
@@ -47,7 +47,6 @@ def build_tiny_onnx(path: Path, size: int = 64, pool: int = 8, classes: tuple[st
         initializer=[
             numpy_helper.from_array(weight, "W"),
             numpy_helper.from_array(bias, "B"),
-            numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
