@@ -1,3 +1,200 @@
-"""Commands of the 'run' group (scaffold: filled in by its issue)."""
+"""``allscan run``: the nightly batch command. Only draws progress and the summary; the work is ``run_batch``.
+
+Exit codes (the brief's contract): 0 every image processed; 1 the run finished but some images failed (their
+rows in images.csv say why); 2 usage or configuration error. Progress is a rich bar on a terminal and plain
+log lines when stdout is not one (a scheduler's log) or with ``--quiet``.
+"""
 
 from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from allscan.cli import app
+from allscan.io.images import DEFAULT_MAX_PIXELS
+from allscan.models.store import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from allscan.pipeline.run import Progress as RunProgress
+    from allscan.pipeline.run import RunSummary
+
+PLAIN_EVERY_S = 10.0  # plain progress lines: at most one per this many seconds
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    tensorrt = "tensorrt"
+    onnxruntime = "onnxruntime"
+
+
+class Heatmaps(str, Enum):
+    all = "all"
+    flagged = "flagged"
+    none = "none"
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+class _Reporter:
+    """Progress for one run: a rich bar (TTY) or plain, rate-limited log lines."""
+
+    def __init__(self, console: Console, fancy: bool) -> None:
+        self.console = console
+        self.fancy = fancy
+        self.bar: Progress | None = None
+        self.task = None
+        self.started = time.monotonic()
+        self.last_line = 0.0
+
+    def log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message, highlight=False)
+        else:
+            self.console.print(f"allscan: {message}", highlight=False, soft_wrap=True)
+
+    def __call__(self, event: RunProgress) -> None:
+        done, total, errors = event.done, event.total, event.errors
+        if self.fancy:
+            if self.bar is None:
+                self.bar = Progress(
+                    TextColumn("[bold]allscan run"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    _RateColumn(),
+                    TimeRemainingColumn(),
+                    TextColumn("errors: {task.fields[errors]}"),
+                    console=self.console,
+                    transient=False,
+                )
+                self.bar.start()
+                self.task = self.bar.add_task("images", total=total, errors=0)
+            self.bar.update(self.task, completed=done, errors=errors)  # type: ignore[arg-type]
+            return
+        now = time.monotonic()
+        if done == total or now - self.last_line >= PLAIN_EVERY_S:
+            self.last_line = now
+            elapsed = max(now - self.started, 1e-9)
+            rate = done / elapsed
+            eta = (total - done) / rate if rate > 0 else 0.0
+            self.log(f"{done}/{total} images, {rate:.1f} img/s, {errors} errors, ETA {eta:.0f} s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _summary_table(s: RunSummary) -> Table:
+    table = Table(title="allscan run", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("images", str(s.n_images))
+    table.add_row("processed now / from journal", f"{s.n_processed} / {s.n_reused}")
+    table.add_row("errors", str(s.n_error))
+    table.add_row("flagged", str(s.n_flagged))
+    for name, count in s.per_class.items():
+        table.add_row(f"  called {name}", str(count))
+    table.add_row("slides", str(s.n_slides))
+    table.add_row("time", f"{s.wall_s:.1f} s")
+    table.add_row("images/s", f"{s.images_per_s:.1f}")
+    table.add_row("backend", s.backend_reason or s.backend)
+    table.add_row("results", str(s.out_dir))
+    return table
+
+
+@app.command("run")
+def run(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="Folders of slides (one sub-folder per slide; images lying directly in INPUT form a slide named "
+        "after it) or single image files.",
+        show_default=False,
+    ),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name in the store (engines/)."),
+    out: Path = typer.Option(
+        Path("allscan-results"), "--out", "-o", help="Folder for tables, heatmaps, journal."
+    ),
+    backend: Backend = typer.Option(
+        Backend.auto, "--backend", help="auto: TensorRT when usable, else ONNX Runtime."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Model inputs per runner call."),
+    heatmaps: Heatmaps = typer.Option(
+        Heatmaps.flagged,
+        "--heatmaps",
+        help="Heatmap PNGs for all images, only flagged (non-Benign or any flag).",
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Reuse journaled results of unchanged images."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Decode/segment processes (default: CPU cores; 0: in this process)."
+    ),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS,
+        "--max-pixels",
+        min=1,
+        help="Refuse images with more pixels (decompression bombs).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+) -> None:
+    """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
+    from allscan.pipeline.run import RunConfig, RunError, run_batch  # heavy imports only when running
+
+    console = Console()
+    reporter = _Reporter(console, fancy=console.is_terminal and not quiet)
+    config = RunConfig(
+        inputs=list(inputs),
+        out=out,
+        model=model,
+        backend=backend.value,
+        batch_size=batch_size,
+        heatmaps=heatmaps.value,
+        resume=resume,
+        workers=workers,
+        max_pixels=max_pixels,
+        report=not no_report,
+        progress=reporter,
+        log=reporter.log,
+    )
+    try:
+        summary = run_batch(config)
+    except RunError as exc:
+        reporter.close()
+        print(f"allscan run: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        reporter.close()
+        print("allscan run: interrupted; finished images are journaled, rerun to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    reporter.close()
+    for warning in summary.warnings:
+        reporter.log(f"warning: {warning}")
+    console.print(_summary_table(summary))
+    if summary.n_error:
+        reporter.log(f"{summary.n_error} images failed: see the 'error' column of {out / 'images.csv'}")
+    raise typer.Exit(summary.exit_code)

@@ -1,0 +1,75 @@
+"""Class-activation heatmaps: the predicted class's map brought back onto the image, scored and drawn.
+
+The same upsampled map feeds two things: ``cell_focus`` (the share of the map's energy that lies on segmented
+white cells: the brief's shortcut check, low when a model looks at background or stain) and the PNG a
+hematologist opens to see *why* an image was called what it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from allscan.io.tables import write_bytes_atomic
+
+COLORMAP = cv2.COLORMAP_VIRIDIS  # perceptually uniform, readable by colour-blind viewers
+ALPHA = 0.45  # weight of the colour map over the image
+OUTLINE_BGR = (255, 255, 255)
+
+
+def class_map(
+    cam: np.ndarray,
+    class_index: int,
+    shape: tuple[int, int],
+    boxes: Sequence[tuple[int, int, int, int]] | None = None,
+) -> np.ndarray:
+    """The ReLU'd map of ``class_index`` at image resolution, scaled to [0, 1] (float32 ``shape``).
+
+    ``cam`` is ``[k, C, h, w]``: one row for a whole-field model input (stretched to the network's square, so
+    the map is stretched back over the whole image), or one row per cell crop with its ``boxes`` (x0, y0, x1,
+    y1), each drawn back into place; where crops overlap the larger value wins.
+    """
+    height, width = shape
+    out = np.zeros((height, width), dtype=np.float32)
+    rows = np.maximum(np.asarray(cam[:, class_index], dtype=np.float32), 0.0)
+    if boxes is None:
+        out = cv2.resize(rows[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    else:
+        for row, (x0, y0, x1, y1) in zip(rows, boxes, strict=True):
+            if x1 > x0 and y1 > y0:
+                patch = cv2.resize(row, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+                np.maximum(out[y0:y1, x0:x1], patch, out=out[y0:y1, x0:x1])
+    peak = float(out.max()) if out.size else 0.0
+    return out / peak if peak > 0 else np.zeros_like(out)
+
+
+def cell_focus(heat: np.ndarray, mask: np.ndarray) -> float | None:
+    """Share of the map's energy inside the white-cell mask; None when there is no cell or no energy."""
+    if not mask.any():
+        return None
+    total = float(heat.sum(dtype=np.float64))
+    if total <= 0:
+        return None
+    return float(heat[mask > 0].sum(dtype=np.float64)) / total
+
+
+def render(bgr: np.ndarray, heat: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the colour-mapped heat blended over it and each segmented cell outlined."""
+    colour = cv2.applyColorMap(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8), COLORMAP)
+    blended = cv2.addWeighted(bgr, 1.0 - ALPHA, colour, ALPHA, 0.0)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(min(bgr.shape[:2]) / 224))
+    cv2.drawContours(blended, contours, -1, OUTLINE_BGR, thickness, lineType=cv2.LINE_AA)
+    return blended
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Encode and publish atomically (a killed run never leaves half a PNG)."""
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"cannot encode PNG for {path}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(Path(path), encoded.tobytes())

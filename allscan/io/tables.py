@@ -1,0 +1,161 @@
+"""The CSV tables of the output contract: their columns, declared once, and how values become text.
+
+The column lists are a versioned API (the brief's output contract): scripts and spreadsheets index them by
+name and the first columns by position. Every value is turned into text here, once, by its column's kind, so a
+table rebuilt from the journal is byte-identical to the one first written. Text cells that a spreadsheet would
+execute (``= + - @``, tab, CR at the start) get a leading ``'``; numbers are formatted by us and cannot carry
+a formula.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from allscan.pipeline.segment import CELL_COLUMNS
+
+TABLES_VERSION = 1
+FLAG_NAMES = ("no_cells", "out_of_distribution", "low_confidence")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name and kind: text, int, prob (4 decimals), float (2 decimals), score (6 digits)."""
+
+    name: str
+    kind: str = "text"
+
+
+def safe_text(value: str) -> str:
+    """Neutralise spreadsheet formulas (CSV injection): prefix a cell that starts like one with ``'``."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def format_value(value: object, kind: str) -> str:
+    """The one text form of a value; None and NaN become an empty cell."""
+    if value is None:
+        return ""
+    if kind == "text":
+        return safe_text(str(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if kind == "int":
+        return str(int(value))  # type: ignore[call-overload]
+    if kind == "prob":
+        return f"{float(value):.4f}"  # type: ignore[arg-type]
+    if kind == "float":
+        return f"{float(value):.2f}"  # type: ignore[arg-type]
+    if kind == "score":
+        return f"{float(value):.6g}"  # type: ignore[arg-type]
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def image_columns(classes: Sequence[str]) -> tuple[Column, ...]:
+    """images.csv: the contract's first columns, then extras (flags, shortcut check, sizes, provenance)."""
+    return (
+        Column("slide"),
+        Column("image"),
+        Column("status"),
+        Column("error"),
+        Column("label"),
+        Column("confidence", "prob"),
+        *(Column(f"prob_{c}", "prob") for c in classes),
+        Column("n_cells", "int"),
+        Column("heatmap"),
+        Column("flags"),
+        Column("cell_focus", "prob"),
+        Column("ood", "score"),
+        Column("width", "int"),
+        Column("height", "int"),
+        Column("cell_area_fraction", "prob"),
+        Column("model_id"),
+        Column("notes"),
+    )
+
+
+_CELL_KINDS = {
+    "cell_id": "int",
+    "x": "int",
+    "y": "int",
+    "width": "int",
+    "height": "int",
+    "area_px": "int",
+    "circularity": "prob",
+    "nucleus_share": "prob",
+}
+CELL_TABLE_COLUMNS: tuple[Column, ...] = (
+    Column("slide"),
+    Column("image"),
+    *(Column(name, _CELL_KINDS.get(name, "float")) for name in CELL_COLUMNS),
+)
+
+
+def slide_columns(classes: Sequence[str]) -> tuple[Column, ...]:
+    """slides.csv: counts, the label, per-class counts and mean probabilities, flag counts, the evidence."""
+    return (
+        Column("slide"),
+        Column("n_images", "int"),
+        Column("n_ok", "int"),
+        Column("n_error", "int"),
+        Column("label"),
+        *(Column(f"n_{c}", "int") for c in classes),
+        *(Column(f"mean_prob_{c}", "prob") for c in classes),
+        Column("n_flagged", "int"),
+        *(Column(f"n_{f}", "int") for f in FLAG_NAMES),
+        Column("evidence"),
+    )
+
+
+def format_row(columns: Sequence[Column], values: dict[str, object]) -> list[str]:
+    """Values by column name -> text cells in column order (missing names give empty cells)."""
+    return [format_value(values.get(col.name), col.kind) for col in columns]
+
+
+def csv_line(cells: Sequence[str]) -> str:
+    """One CSV record, exactly as written to the file (RFC 4180 quoting, '\\n' line end)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()
+
+
+class AtomicTable:
+    """Write a CSV to ``<name>.tmp``, publish it with one ``os.replace``: readers never see half a table."""
+
+    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.columns = tuple(columns)
+        self.handle = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by publish/abandon
+        self.writer = csv.writer(self.handle, lineterminator="\n")
+        self.writer.writerow([c.name for c in self.columns])
+
+    def write_cells(self, cells: Sequence[str]) -> None:
+        self.writer.writerow(cells)
+
+    def write_rows(self, rows: Iterable[Sequence[str]]) -> None:
+        self.writer.writerows(rows)
+
+    def publish(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Publish a small file (run.json, a heatmap PNG) by write-to-temp and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,182 @@
+"""Discovery: which files are images, and which slide each belongs to.
+
+The brief's rules: a *slide* is a folder directly under an INPUT folder (everything below it belongs to it);
+images lying directly in INPUT form a slide named after INPUT; an INPUT may be a single image file (its slide
+is the folder it lies in). Hidden files and folders (name starting with ``.``) are skipped. The order is
+deterministic: INPUTs in the order given, then the loose-image slide, then slide folders by name; inside a
+slide, entries by name at every level, so two runs over the same tree always list the same images in the same
+order.
+
+A night job must never hang or die on a strange folder: a symlink that leads back into a folder already being
+walked, a folder it cannot list and a dangling symlink each become one *problem* entry (reported as an
+``error`` row naming the cause) and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from allscan.io.images import IMAGE_SUFFIXES
+
+
+class DiscoveryError(Exception):
+    """An INPUT cannot be used at all (missing, or a file that is not an image); one line for the user."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """One discovered image, or one problem found while walking (``error`` set)."""
+
+    slide: str
+    image: str  # path relative to its INPUT, '/' separators (a folder problem ends with '/')
+    in_slide: str  # path relative to the slide folder, '/' separators: names the heatmap PNG
+    path: str  # absolute, normalised path (symlinks not resolved): the journal's key
+    size: int = 0
+    mtime_ns: int = 0
+    error: str = ""
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _sorted_entries(folder: str) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if not _hidden(e.name)), key=lambda e: e.name)
+
+
+def _file(slide: str, image: str, in_slide: str, path: str) -> Found:
+    """Stat one image file (following a symlink); a failure becomes a problem row."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Found(slide, image, in_slide, path, error="broken symlink: target does not exist")
+    except OSError as exc:
+        return Found(slide, image, in_slide, path, error=f"cannot stat file: {exc.strerror or exc}")
+    if not stat.S_ISREG(st.st_mode):
+        return Found(slide, image, in_slide, path, error="not a regular file")
+    return Found(slide, image, in_slide, path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _walk_slide(
+    folder: str,
+    slide: str,
+    prefix: str,
+    slide_prefix: str,
+    ancestors: frozenset[tuple[int, int]],
+    exclude: set[str],
+) -> Iterator[Found]:
+    """Every image under ``folder`` (recursively), in name order; ``ancestors`` detects symlink loops."""
+    try:
+        entries = _sorted_entries(folder)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        yield Found(slide, prefix, slide_prefix, folder, error=f"cannot list folder: {reason}")
+        return
+    for entry in entries:
+        path = os.path.join(folder, entry.name)
+        image, in_slide = prefix + entry.name, slide_prefix + entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if path in exclude:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                yield Found(
+                    slide, image + "/", in_slide + "/", path, error=f"cannot open folder: {exc.strerror}"
+                )
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in ancestors:
+                target = os.readlink(path) if entry.is_symlink() else path
+                yield Found(
+                    slide,
+                    image + "/",
+                    in_slide + "/",
+                    path,
+                    error=f"symlink loop: {target} leads back into itself",
+                )
+                continue
+            yield from _walk_slide(path, slide, image + "/", in_slide + "/", ancestors | {ident}, exclude)
+        elif is_image_name(entry.name):
+            yield _file(slide, image, in_slide, path)
+
+
+def _ident(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def check_inputs(inputs: list[Path]) -> None:
+    """Refuse unusable INPUTs before any work starts (a usage error, exit 2)."""
+    if not inputs:
+        raise DiscoveryError("no INPUT given")
+    for inp in inputs:
+        if not os.path.exists(inp):
+            raise DiscoveryError(f"input not found: {inp}")
+        if not os.path.isdir(inp) and not is_image_name(os.fspath(inp)):
+            raise DiscoveryError(
+                f"input is neither a folder nor an image file (.jpg, .jpeg, .png, .tif): {inp}"
+            )
+
+
+def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[Found]:
+    """Yield every image (and every walk problem) under ``inputs``, slide by slide, in a deterministic order.
+
+    ``exclude`` lists folders never entered (the run's own ``--out`` when it lies inside an INPUT, so heatmap
+    PNGs are not taken for slides the next night).
+    """
+    check_inputs(inputs)
+    skip = {os.path.abspath(p) for p in (exclude or [])}
+    for inp in inputs:
+        root = os.path.abspath(inp)
+        if not os.path.isdir(root):
+            name = os.path.basename(root)
+            yield _file(os.path.basename(os.path.dirname(root)) or name, name, name, root)
+            continue
+        root_slide = os.path.basename(root) or root
+        try:
+            entries = _sorted_entries(root)
+        except OSError as exc:
+            yield Found(root_slide, "./", "./", root, error=f"cannot list folder: {exc.strerror or exc}")
+            continue
+        ancestors = frozenset({_ident(root)})
+        folders = []
+        for entry in entries:  # loose images first: they are the slide named after INPUT
+            path = os.path.join(root, entry.name)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if path not in skip:
+                    folders.append(entry)
+            elif is_image_name(entry.name):
+                yield _file(root_slide, entry.name, entry.name, path)
+        for entry in folders:
+            path = os.path.join(root, entry.name)
+            try:
+                ident = _ident(path)
+            except OSError as exc:
+                yield Found(
+                    entry.name, entry.name + "/", "./", path, error=f"cannot open folder: {exc.strerror}"
+                )
+                continue
+            if ident in ancestors:
+                yield Found(
+                    entry.name, entry.name + "/", "./", path, error="symlink loop: leads back into INPUT"
+                )
+                continue
+            yield from _walk_slide(path, entry.name, entry.name + "/", "", ancestors | {ident}, skip)

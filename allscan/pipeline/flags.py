@@ -1,0 +1,76 @@
+"""From network outputs to an image's call: probabilities, label, and the flags that say "do not trust this".
+
+A model trained on one lab's smears answers confidently on anything; the flags are how allscan admits it. They
+are computed here, once, from the card's thresholds, so the tables, the slide rule and the heatmap choice
+agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from allscan.models.card import ModelCard
+
+NO_CELLS = "no_cells"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+LOW_CONFIDENCE = "low_confidence"
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (temperature from the card's calibration)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature or 1.0)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def benign_class(classes: tuple[str, ...]) -> str:
+    """The class that means 'no leukemia': the one named Benign (any case), else the card's first class."""
+    for name in classes:
+        if name.lower() == "benign":
+            return name
+    return classes[0]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's call."""
+
+    probs: np.ndarray  # [C] float64, sums to 1
+    label_index: int
+    ood: float | None
+    flags: tuple[str, ...]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs[self.label_index])
+
+
+def predict(logits: np.ndarray, ood: np.ndarray | None, card: ModelCard, n_cells: int) -> Prediction:
+    """Pool the rows of one image (1 row, or one per cell crop in 'cells' mode) into its call and flags.
+
+    Cells mode: the image's probabilities are the mean of its cells' probabilities, and its ood score the
+    maximum over its cells (one strange cell is enough to distrust the image).
+    """
+    probs = softmax(logits, card.temperature).mean(axis=0)
+    label_index = int(np.argmax(probs))
+    ood_value = float(np.max(ood)) if ood is not None and np.size(ood) else None
+    flags = []
+    if n_cells == 0:
+        flags.append(NO_CELLS)
+    if ood_value is not None and card.flags.ood is not None and ood_value > card.flags.ood:
+        flags.append(OUT_OF_DISTRIBUTION)
+    if float(probs[label_index]) < card.flags.low_confidence:
+        flags.append(LOW_CONFIDENCE)
+    return Prediction(probs=probs, label_index=label_index, ood=ood_value, flags=tuple(flags))
+
+
+def wants_heatmap(mode: str, label: str, flags: tuple[str, ...], classes: tuple[str, ...]) -> bool:
+    """``--heatmaps``: all, none, or flagged = a non-Benign call or any flag."""
+    if mode == "all":
+        return True
+    if mode == "none":
+        return False
+    return label != benign_class(classes) or bool(flags)

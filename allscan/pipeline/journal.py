@@ -1,0 +1,237 @@
+"""The run journal: what was done to which file, so a rerun does only what is new and a crash loses nothing.
+
+An SQLite file in ``--out`` (embedded, transactional, survives SIGKILL and power cuts in WAL mode). Each
+result is keyed by the image's absolute path, size, modification time (ns) and the model id, plus a ``config``
+string for the options that change the outputs (heatmap mode, pixel limit). Rows are stored as the exact text
+cells of the tables, so the tables can be rebuilt at any time, byte for byte, from the journal alone in
+discovery order: a rerun with nothing to do, a resumed run and an uninterrupted run publish the same bytes.
+
+The images of *this* run are listed in the ``current`` table (streamed in, never held in memory), marked
+``todo`` where the journal has no matching result, and the tables are published from ``current`` joined with
+``results``.
+
+A second ``allscan run`` on the same ``--out`` while one is active would interleave two runs' tables; an
+exclusive ``flock`` on ``.allscan.lock`` refuses it at once. The kernel drops the lock when the holder dies,
+even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from allscan.pipeline.discover import Found
+
+JOURNAL_NAME = ".allscan-journal.sqlite"
+LOCK_NAME = ".allscan.lock"
+SCHEMA_VERSION = "1"
+PAGE = 512  # rows per read of the todo list
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT NOT NULL, model_id TEXT NOT NULL, config TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, slide TEXT NOT NULL, image TEXT NOT NULL,
+    retry INTEGER NOT NULL,          -- 1: an error that may go away by itself (permission, I/O)
+    status TEXT NOT NULL, label_index INTEGER, probs TEXT, flags TEXT NOT NULL,
+    image_row TEXT NOT NULL,         -- JSON list: the images.csv cells
+    cell_rows TEXT NOT NULL,         -- JSON list of lists: the cells.csv cells
+    PRIMARY KEY (path, model_id, config)
+);
+CREATE TABLE IF NOT EXISTS current (
+    seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, slide TEXT NOT NULL, image TEXT NOT NULL,
+    in_slide TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, error TEXT NOT NULL,
+    todo INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+
+class JournalLocked(Exception):
+    """Another run holds ``--out``; the message is one line for the user."""
+
+
+class RunLock:
+    """Exclusive, non-blocking lock on an output folder for the lifetime of a run."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise JournalLocked(
+                f"another allscan run (pid {holder}) is writing to {self.path.parent}; wait for it to finish "
+                "or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One published row: the image's slide and its journaled result."""
+
+    slide: str
+    status: str
+    label_index: int | None
+    probs: list[float] | None
+    flags: tuple[str, ...]
+    image_row: list[str]
+    cell_rows: list[list[str]]
+
+
+class Journal:
+    """The SQLite journal of one output folder (hold the :class:`RunLock` while using it)."""
+
+    def __init__(self, out_dir: Path, model_id: str, config: str) -> None:
+        self.path = Path(out_dir) / JOURNAL_NAME
+        self.model_id = model_id
+        self.config = config
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}"
+            )
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.commit()
+        self.db.close()
+
+    # -- this run's images --
+    def load_current(self, found: Iterable[Found]) -> int:
+        """Replace the list of this run's images (streamed; a path seen twice keeps its first place)."""
+        self.db.execute("DELETE FROM current")
+        self.db.executemany(
+            "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((f.path, f.slide, f.image, f.in_slide, f.size, f.mtime_ns, f.error) for f in found),
+        )
+        self.db.commit()
+        return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
+
+    def mark_todo(self, resume: bool = True) -> int:
+        """Mark what has no valid journaled result (everything when ``resume`` is False); return the count."""
+        if not resume:
+            self.db.execute("UPDATE current SET todo = 1")
+        else:
+            self.db.execute(
+                """UPDATE current SET todo = current.error != '' OR NOT EXISTS (
+                       SELECT 1 FROM results r WHERE r.path = current.path AND r.model_id = ? AND r.config = ?
+                       AND r.size = current.size AND r.mtime_ns = current.mtime_ns AND r.slide = current.slide
+                       AND r.image = current.image AND r.retry = 0)""",
+                (self.model_id, self.config),
+            )
+        self.db.commit()
+        return int(self.db.execute("SELECT COUNT(*) FROM current WHERE todo = 1").fetchone()[0])
+
+    def iter_todo(self) -> Iterator[Found]:
+        """This run's images still to do, in discovery order, read page by page (flat memory)."""
+        last = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT seq, slide, image, in_slide, path, size, mtime_ns, error FROM current "
+                "WHERE todo = 1 AND seq > ? ORDER BY seq LIMIT ?",
+                (last, PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield Found(*row[1:])
+            last = rows[-1][0]
+
+    # -- results --
+    def put(
+        self,
+        found: Found,
+        *,
+        status: str,
+        label_index: int | None,
+        probs: Sequence[float] | None,
+        flags: Sequence[str],
+        image_row: Sequence[str],
+        cell_rows: Sequence[Sequence[str]],
+        retry: bool = False,
+    ) -> None:
+        """Record one image's result (committed by :meth:`commit`)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                found.path,
+                self.model_id,
+                self.config,
+                found.size,
+                found.mtime_ns,
+                found.slide,
+                found.image,
+                int(retry),
+                status,
+                label_index,
+                json.dumps([float(p) for p in probs]) if probs is not None else None,
+                ";".join(flags),
+                json.dumps(list(image_row), ensure_ascii=False),
+                json.dumps([list(r) for r in cell_rows], ensure_ascii=False),
+            ),
+        )
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def published(self) -> Iterator[Stored]:
+        """This run's rows in discovery order, from the journal alone."""
+        cursor = self.db.execute(
+            """SELECT c.slide, r.status, r.label_index, r.probs, r.flags, r.image_row, r.cell_rows
+               FROM current c JOIN results r ON r.path = c.path AND r.model_id = ? AND r.config = ?
+               ORDER BY c.seq""",
+            (self.model_id, self.config),
+        )
+        for slide, status, label_index, probs, flags, image_row, cell_rows in cursor:
+            yield Stored(
+                slide=slide,
+                status=status,
+                label_index=label_index,
+                probs=json.loads(probs) if probs is not None else None,
+                flags=tuple(f for f in flags.split(";") if f),
+                image_row=json.loads(image_row),
+                cell_rows=json.loads(cell_rows),
+            )
+
+    def count_missing(self) -> int:
+        """Images of this run without a result (0 after a complete run; anything else is a bug)."""
+        return int(
+            self.db.execute(
+                """SELECT COUNT(*) FROM current c WHERE NOT EXISTS (SELECT 1 FROM results r
+                   WHERE r.path = c.path AND r.model_id = ? AND r.config = ?)""",
+                (self.model_id, self.config),
+            ).fetchone()[0]
+        )

@@ -1,0 +1,485 @@
+"""The batch run, without any terminal: discover -> journal -> workers -> batches -> runner -> rows -> tables.
+
+``run_batch(RunConfig(...))`` is the whole of ``allscan run`` (the CLI only draws progress) and is what
+``allscan bench`` times. Results stream into the journal as they are made; the tables are then published from
+the journal in discovery order, so memory does not grow with the number of images and every run over the same
+inputs publishes the same bytes, however often it was interrupted.
+
+Stage timings in ``run.json`` (seconds): ``decode``, ``segment`` and ``preprocess`` are summed over the worker
+processes (CPU time spent, may exceed the wall time); ``infer``, ``heatmap`` and ``write`` are the main
+process's wall time in the runner, in CAM upsampling + rendering + PNG writing, and in journal and table
+writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from allscan import __version__
+from allscan.io.heatmap import cell_focus as focus_share
+from allscan.io.heatmap import class_map, render, write_png
+from allscan.io.images import DEFAULT_MAX_PIXELS
+from allscan.io.tables import (
+    CELL_TABLE_COLUMNS,
+    TABLES_VERSION,
+    AtomicTable,
+    format_row,
+    image_columns,
+    slide_columns,
+    write_bytes_atomic,
+)
+from allscan.models.card import ModelCard, sha256_file
+from allscan.models.store import DEFAULT_MODEL, ModelStoreError, StoredModel, load_model
+from allscan.pipeline.batching import Batcher
+from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
+from allscan.pipeline.flags import predict, wants_heatmap
+from allscan.pipeline.journal import Journal, JournalLocked, RunLock
+from allscan.pipeline.slides import SlideTally
+from allscan.pipeline.workers import Prepared, PrepareSettings, prepared_stream
+from allscan.runtime.base import RunnerError
+from allscan.runtime.select import select_runner
+
+HEATMAP_MODES = ("all", "flagged", "none")
+STAGES = ("decode", "segment", "preprocess", "infer", "heatmap", "write")
+# Errors that may go away without the file changing (fixed permissions, a remounted share): retried every run.
+_TRANSIENT = (
+    "permission denied",
+    "cannot read file",
+    "cannot list folder",
+    "cannot open folder",
+    "cannot stat",
+)
+
+
+class RunError(Exception):
+    """Usage or configuration error (exit code 2); the message is one line for the user."""
+
+
+class RunLocked(RunError):
+    """Another run is writing to the same ``--out``."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Sent to ``RunConfig.progress`` after each image is finished."""
+
+    done: int
+    total: int
+    errors: int
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; the CLI's options map one to one onto these fields."""
+
+    inputs: list[Path]
+    out: Path = Path("allscan-results")
+    model: str = DEFAULT_MODEL
+    backend: str = "auto"
+    batch_size: int = 16
+    heatmaps: str = "flagged"
+    resume: bool = True
+    workers: int | None = None  # None: os.cpu_count(); 0: decode and segment in this process
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    report: bool = True
+    engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
+    progress: Callable[[Progress], None] | None = field(default=None, repr=False)
+    log: Callable[[str], None] | None = field(default=None, repr=False)
+
+    def args(self) -> dict[str, object]:
+        """The arguments as recorded in run.json."""
+        return {
+            "inputs": [str(p) for p in self.inputs],
+            "out": str(self.out),
+            "model": self.model,
+            "backend": self.backend,
+            "batch_size": self.batch_size,
+            "heatmaps": self.heatmaps,
+            "resume": self.resume,
+            "workers": self.resolved_workers,
+            "max_pixels": self.max_pixels,
+            "report": self.report,
+        }
+
+    @property
+    def resolved_workers(self) -> int:
+        return (os.cpu_count() or 1) if self.workers is None else self.workers
+
+
+@dataclass
+class RunSummary:
+    """What a run did; also written, with more detail, to ``run.json``."""
+
+    out_dir: Path
+    model_id: str
+    backend: str
+    backend_reason: str
+    precision: str
+    n_images: int = 0
+    n_ok: int = 0
+    n_error: int = 0
+    n_processed: int = 0  # done by this run
+    n_reused: int = 0  # taken from the journal
+    n_flagged: int = 0
+    n_slides: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    images_per_s: float = 0.0  # images processed by this run per second of the whole run
+    report_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0: every image processed; 1: the run finished but some images failed (their rows say why)."""
+        return 1 if self.n_error else 0
+
+
+def _validate(config: RunConfig) -> None:
+    if config.heatmaps not in HEATMAP_MODES:
+        raise RunError(f"--heatmaps must be one of {', '.join(HEATMAP_MODES)}, not {config.heatmaps!r}")
+    if config.batch_size < 1:
+        raise RunError(f"--batch-size must be at least 1, not {config.batch_size}")
+    if config.workers is not None and config.workers < 0:
+        raise RunError(f"--workers must be 0 or more, not {config.workers}")
+    if config.max_pixels < 1:
+        raise RunError(f"--max-pixels must be positive, not {config.max_pixels}")
+    try:
+        check_inputs(list(config.inputs))
+    except DiscoveryError as exc:
+        raise RunError(str(exc)) from None
+
+
+class _Finisher:
+    """Turns a prepared image plus its network outputs (or its error) into journal rows and maybe a PNG."""
+
+    def __init__(self, card: ModelCard, out_dir: Path, heatmaps: str, journal: Journal) -> None:
+        self.card = card
+        self.out_dir = out_dir
+        self.heatmaps = heatmaps
+        self.journal = journal
+        self.columns = image_columns(card.classes)
+        self.timings = dict.fromkeys(STAGES, 0.0)
+
+    def error(self, item: Prepared) -> None:
+        found = item.found
+        t0 = time.perf_counter()
+        values = {
+            "slide": found.slide,
+            "image": found.image,
+            "status": "error",
+            "error": item.error,
+            "model_id": self.card.model_id,
+            "notes": ";".join(item.notes),
+        }
+        self.journal.put(
+            found,
+            status="error",
+            label_index=None,
+            probs=None,
+            flags=(),
+            image_row=format_row(self.columns, values),
+            cell_rows=[],
+            retry=bool(found.error) or item.error.startswith(_TRANSIENT),
+        )
+        self.timings["write"] += time.perf_counter() - t0
+
+    def ok(self, item: Prepared, outputs: dict[str, np.ndarray]) -> list[str]:
+        found, card = item.found, self.card
+        pred = predict(outputs["logits"], outputs.get("ood"), card, len(item.cells))
+        label = card.classes[pred.label_index]
+        t0 = time.perf_counter()
+        assert item.mask is not None
+        heat = class_map(outputs["cam"], pred.label_index, (item.height, item.width), item.boxes)
+        focus = focus_share(heat, item.mask) if item.cells else None
+        heatmap_rel = ""
+        png = self.out_dir / "heatmaps" / found.slide / (os.path.splitext(found.in_slide)[0] + ".png")
+        if item.bgr is not None and wants_heatmap(self.heatmaps, label, pred.flags, card.classes):
+            write_png(png, render(item.bgr, heat, item.mask))
+            heatmap_rel = png.relative_to(self.out_dir).as_posix()
+        else:
+            png.unlink(missing_ok=True)  # a PNG left by an earlier run with another --heatmaps
+        t1 = time.perf_counter()
+        self.timings["heatmap"] += t1 - t0
+        values: dict[str, object] = {
+            "slide": found.slide,
+            "image": found.image,
+            "status": "ok",
+            "error": "",
+            "label": label,
+            "confidence": pred.confidence,
+            "n_cells": len(item.cells),
+            "heatmap": heatmap_rel,
+            "flags": ";".join(pred.flags),
+            "cell_focus": focus,
+            "ood": pred.ood,
+            "width": item.width,
+            "height": item.height,
+            "cell_area_fraction": item.area_fraction,
+            "model_id": card.model_id,
+            "notes": ";".join(item.notes),
+        }
+        values.update({f"prob_{c}": float(p) for c, p in zip(card.classes, pred.probs, strict=True)})
+        cell_rows = [
+            format_row(
+                CELL_TABLE_COLUMNS, {"slide": found.slide, "image": found.image, **dataclasses.asdict(c)}
+            )
+            for c in item.cells
+        ]
+        self.journal.put(
+            found,
+            status="ok",
+            label_index=pred.label_index,
+            probs=[float(p) for p in pred.probs],
+            flags=pred.flags,
+            image_row=format_row(self.columns, values),
+            cell_rows=cell_rows,
+        )
+        self.timings["write"] += time.perf_counter() - t1
+        return list(pred.flags)
+
+
+def _process(
+    config: RunConfig, model: StoredModel, journal: Journal, total: int, summary: RunSummary
+) -> dict[str, float]:
+    """Run every todo image through workers, batches and the runner; results go to the journal."""
+    card = model.card
+    choice = select_runner(model, config.backend, config.batch_size)
+    summary.backend, summary.backend_reason = choice.runner.backend, choice.reason
+    summary.precision = choice.runner.precision
+    if config.log:
+        config.log(f"backend {choice.reason}")
+    finisher = _Finisher(card, config.out, config.heatmaps, journal)
+    timings = finisher.timings
+    settings = PrepareSettings(
+        spec=card.input, max_pixels=config.max_pixels, keep_image=config.heatmaps != "none"
+    )
+    done = errors = 0
+
+    def note(n_errors: int = 0) -> None:
+        nonlocal done, errors
+        done += 1
+        errors += n_errors
+        if config.progress:
+            config.progress(Progress(done=done, total=total, errors=errors))
+
+    with choice.runner as runner:
+
+        def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
+            t0 = time.perf_counter()
+            out = runner.infer(batch)
+            timings["infer"] += time.perf_counter() - t0
+            return out
+
+        batcher = Batcher(infer, config.batch_size)
+
+        def finish(pairs: list[tuple[Prepared, dict[str, np.ndarray]]]) -> None:
+            for item, outputs in pairs:
+                finisher.ok(item, outputs)
+                note()
+            if pairs:
+                t0 = time.perf_counter()
+                journal.commit()
+                timings["write"] += time.perf_counter() - t0
+
+        stream = prepared_stream(journal.iter_todo(), settings, config.resolved_workers)
+        with closing(stream):
+            for item in stream:
+                for stage in ("decode", "segment", "preprocess"):
+                    timings[stage] += item.timings.get(stage, 0.0)
+                if item.error:
+                    finisher.error(item)
+                    journal.commit()
+                    note(1)
+                else:
+                    finish(batcher.add(item))
+        finish(batcher.flush())
+    summary.n_processed = done
+    return timings
+
+
+def _publish(config: RunConfig, card: ModelCard, journal: Journal, summary: RunSummary) -> None:
+    """Rebuild the three tables from the journal and publish each with one atomic rename."""
+    missing = journal.count_missing()
+    if missing:
+        raise RuntimeError(f"{missing} images have no journaled result after the run (a bug)")
+    classes = card.classes
+    images = AtomicTable(config.out / "images.csv", image_columns(classes))
+    cells = AtomicTable(config.out / "cells.csv", CELL_TABLE_COLUMNS)
+    tallies: dict[str, SlideTally] = {}
+    per_class = dict.fromkeys(classes, 0)
+    try:
+        for row in journal.published():
+            images.write_cells(row.image_row)
+            cells.write_rows(row.cell_rows)
+            tally = tallies.setdefault(row.slide, SlideTally(row.slide, classes))
+            tally.add(row.status, row.label_index, row.probs, row.flags)
+            summary.n_images += 1
+            if row.status == "ok" and row.label_index is not None:
+                summary.n_ok += 1
+                per_class[classes[row.label_index]] += 1
+                summary.n_flagged += bool(row.flags)
+            else:
+                summary.n_error += 1
+        slides = AtomicTable(config.out / "slides.csv", slide_columns(classes))
+        slides.write_rows(format_row(slides.columns, t.row()) for t in tallies.values())
+    except BaseException:
+        images.abandon()
+        cells.abandon()
+        raise
+    images.publish()
+    cells.publish()
+    slides.publish()
+    summary.per_class = per_class
+    summary.n_slides = len(tallies)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {
+        "allscan": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _write_run_json(
+    config: RunConfig, model: StoredModel, summary: RunSummary, started: datetime, exit_code: int
+) -> None:
+    card = model.card
+    onnx_sha = card.onnx_sha256 or sha256_file(model.onnx_path)  # load_model verified the card's hash
+    doc = {
+        "tables_version": TABLES_VERSION,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model": {
+            "name": card.name,
+            "id": card.model_id,
+            "architecture": card.architecture,
+            "classes": list(card.classes),
+            "input_mode": card.input.mode,
+            "heatmap_method": card.heatmap_method,
+            "files": {
+                card.onnx_file: onnx_sha,
+                "card.json": sha256_file(model.folder / "card.json"),
+            },
+        },
+        "backend": summary.backend,
+        "backend_reason": summary.backend_reason,
+        "precision": summary.precision,
+        "args": config.args(),
+        "counts": {
+            "images": summary.n_images,
+            "ok": summary.n_ok,
+            "error": summary.n_error,
+            "processed": summary.n_processed,
+            "reused": summary.n_reused,
+            "flagged": summary.n_flagged,
+            "slides": summary.n_slides,
+            "per_class": summary.per_class,
+        },
+        "timings_s": {k: round(v, 4) for k, v in summary.timings.items()},
+        "wall_s": round(summary.wall_s, 4),
+        "images_per_s": round(summary.images_per_s, 3),
+        "exit_code": exit_code,
+        "warnings": summary.warnings,
+    }
+    write_bytes_atomic(config.out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+
+
+def run_batch(config: RunConfig) -> RunSummary:
+    """Run the pipeline over ``config.inputs`` into ``config.out``; :class:`RunError` on usage errors."""
+    started = datetime.now(timezone.utc)
+    t_start = time.perf_counter()
+    log = config.log or (lambda _msg: None)
+    _validate(config)
+    try:
+        model = load_model(config.model, root=config.engines_root)
+    except ModelStoreError as exc:
+        raise RunError(str(exc)) from None
+    config.out = Path(config.out)
+    lock = RunLock(config.out)
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except JournalLocked as exc:
+        raise RunLocked(str(exc)) from None
+    except OSError as exc:
+        raise RunError(f"cannot write to --out {config.out}: {exc.strerror or exc}") from None
+    card = model.card
+    summary = RunSummary(
+        out_dir=config.out, model_id=card.model_id, backend="", backend_reason="", precision=""
+    )
+    timings = dict.fromkeys(STAGES, 0.0)
+    journal = Journal(config.out, card.model_id, _config_key(config))
+    try:
+        t0 = time.perf_counter()
+        total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+        todo = journal.mark_todo(config.resume)
+        timings["discover"] = time.perf_counter() - t0
+        log(f"{total} images found, {todo} to process, {total - todo} already done ({card.model_id})")
+        if total == 0:
+            summary.warnings.append("no images found under the inputs")
+        if todo:
+            try:
+                timings.update(_process(config, model, journal, todo, summary))
+            except RunnerError as exc:
+                raise RunError(str(exc)) from None
+        else:
+            summary.backend, summary.backend_reason = "none", "nothing to process"
+        summary.n_reused = total - summary.n_processed
+        t0 = time.perf_counter()
+        _publish(config, card, journal, summary)
+        timings["write"] += time.perf_counter() - t0
+        summary.wall_s = time.perf_counter() - t_start
+        timings["total"] = summary.wall_s
+        summary.timings = timings
+        summary.images_per_s = summary.n_processed / summary.wall_s if summary.wall_s > 0 else 0.0
+        _write_run_json(config, model, summary, started, summary.exit_code)
+    finally:
+        journal.close()
+        lock.release()
+    if config.report:
+        summary.report_path = _report(config.out, log, summary)
+    return summary
+
+
+def _config_key(config: RunConfig) -> str:
+    """The options besides the model that change an image's rows or files: a change redoes the image."""
+    return json.dumps(
+        {"tables": TABLES_VERSION, "heatmaps": config.heatmaps, "max_pixels": config.max_pixels},
+        sort_keys=True,
+    )
+
+
+def _report(out_dir: Path, log: Callable[[str], None], summary: RunSummary) -> Path | None:
+    """The HTML report from the published tables; a failure here is logged, the tables stand."""
+    from allscan.report import write_report
+
+    try:
+        return write_report(out_dir)
+    except Exception as exc:  # noqa: BLE001 - the report is a view of the tables, which are already published
+        message = f"report not written: {type(exc).__name__}: {exc}"
+        summary.warnings.append(message)
+        log(message)
+        return None
+
+
+__all__ = ["HEATMAP_MODES", "Progress", "RunConfig", "RunError", "RunLocked", "RunSummary", "run_batch"]

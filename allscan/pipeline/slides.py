@@ -1,0 +1,131 @@
+"""Per-slide summary: counts, mean probabilities, flag counts, and the slide's label with its evidence.
+
+Slide label rule (also in the README):
+
+1. The *basis* is the slide's unflagged ``ok`` images if there is at least one, else all its ``ok`` images (a
+   flagged image's call is not to be trusted, but a slide where every image is flagged still gets a label).
+2. If some leukemia class has at least 2 images in the basis *and* the leukemia images together are at least
+   20 % of the basis, the label is the most frequent leukemia class (a tie goes to the higher mean probability
+   of that class over the basis, then to the card's class order).
+3. Otherwise the label is the benign class.
+4. A slide without any ``ok`` image gets an empty label.
+
+Two images are required so that a single stray call never labels a slide, and 20 % so that a benign slide with
+a few misread fields stays benign. The ``evidence`` column spells out which numbers decided. The per-class
+counts and mean probabilities in slides.csv are over all ``ok`` images; the evidence gives the basis' counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from allscan.io.tables import FLAG_NAMES
+from allscan.pipeline.flags import benign_class
+
+MIN_IMAGES = 2
+MIN_SHARE = 0.20
+
+
+class _Counts:
+    def __init__(self, n_classes: int) -> None:
+        self.n = 0
+        self.counts = [0] * n_classes
+        self.prob_sums = [0.0] * n_classes
+
+    def add(self, label_index: int, probs: Sequence[float]) -> None:
+        self.n += 1
+        self.counts[label_index] += 1
+        for i, p in enumerate(probs):
+            self.prob_sums[i] += p
+
+    def mean(self, i: int) -> float | None:
+        return self.prob_sums[i] / self.n if self.n else None
+
+
+def slide_label(
+    classes: Sequence[str], counts: Sequence[int], mean_probs: Sequence[float]
+) -> tuple[str, str]:
+    """(label, reason) for a basis of images with these per-class counts; see the module docstring."""
+    n = sum(counts)
+    benign = benign_class(tuple(classes))
+    leuk = [i for i, c in enumerate(classes) if c != benign]
+    n_leuk = sum(counts[i] for i in leuk)
+    share = n_leuk / n
+    enough = [i for i in leuk if counts[i] >= MIN_IMAGES]
+    summary = f"leukemia {n_leuk}/{n} = {share:.0%}"
+    if enough and share >= MIN_SHARE:
+        best = max(leuk, key=lambda i: (counts[i], mean_probs[i], -i))
+        tied = [i for i in leuk if counts[i] == counts[best] and i != best]
+        tie = ""
+        if tied:
+            tie = f"; tie with {', '.join(classes[i] for i in tied)} broken by mean probability"
+        return classes[best], (
+            f"{summary} >= {MIN_SHARE:.0%} and {classes[best]} has {counts[best]} >= {MIN_IMAGES} images -> "
+            f"{classes[best]} (most frequent leukemia class{tie})"
+        )
+    if not enough:
+        return benign, f"{summary}; no leukemia class has >= {MIN_IMAGES} images -> {benign}"
+    return benign, f"{summary} < {MIN_SHARE:.0%} -> {benign}"
+
+
+class SlideTally:
+    """Accumulates one slide's images (streaming: a few numbers per class, whatever the number of images)."""
+
+    def __init__(self, slide: str, classes: Sequence[str]) -> None:
+        self.slide = slide
+        self.classes = tuple(classes)
+        self.n_images = 0
+        self.n_error = 0
+        self.all_ok = _Counts(len(classes))
+        self.unflagged = _Counts(len(classes))
+        self.flag_counts = dict.fromkeys(FLAG_NAMES, 0)
+        self.n_flagged = 0
+
+    def add(
+        self, status: str, label_index: int | None, probs: Sequence[float] | None, flags: Sequence[str]
+    ) -> None:
+        self.n_images += 1
+        if status != "ok" or label_index is None or probs is None:
+            self.n_error += 1
+            return
+        self.all_ok.add(label_index, probs)
+        if flags:
+            self.n_flagged += 1
+            for flag in flags:
+                if flag in self.flag_counts:
+                    self.flag_counts[flag] += 1
+        else:
+            self.unflagged.add(label_index, probs)
+
+    def label(self) -> tuple[str, str]:
+        """(label, evidence)."""
+        if self.all_ok.n == 0:
+            return "", f"no ok image ({self.n_error} errors)"
+        basis = self.unflagged if self.unflagged.n else self.all_ok
+        if basis is self.unflagged:
+            left_out = f", {self.n_flagged} flagged left out" if self.n_flagged else ""
+            name = f"{basis.n} unflagged ok images{left_out}"
+        else:
+            name = f"all {basis.n} ok images (every one is flagged)"
+        means = [basis.mean(i) or 0.0 for i in range(len(self.classes))]
+        label, reason = slide_label(self.classes, basis.counts, means)
+        counts = ", ".join(f"{c} {k}" for c, k in zip(self.classes, basis.counts, strict=True))
+        return label, f"basis {name}: {counts}; {reason}"
+
+    def row(self) -> dict[str, object]:
+        label, evidence = self.label()
+        row: dict[str, object] = {
+            "slide": self.slide,
+            "n_images": self.n_images,
+            "n_ok": self.all_ok.n,
+            "n_error": self.n_error,
+            "label": label,
+            "n_flagged": self.n_flagged,
+            "evidence": evidence,
+        }
+        for i, c in enumerate(self.classes):
+            row[f"n_{c}"] = self.all_ok.counts[i]
+            row[f"mean_prob_{c}"] = self.all_ok.mean(i)
+        for flag, k in self.flag_counts.items():
+            row[f"n_{flag}"] = k
+        return row

@@ -1,0 +1,137 @@
+"""Decode, segment and preprocess images in worker processes, with a bounded window of work in flight.
+
+This is the CPU-heavy half of the pipeline, kept off the main process so that the runner (ONNX Runtime or a
+GPU) does not wait on Python. At most ``window`` chunks are submitted and not yet consumed, so memory stays
+flat whatever the number of images: a slow runner makes the workers wait instead of piling up decoded pixels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from allscan.io.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
+from allscan.models.card import InputSpec
+from allscan.pipeline.discover import Found
+from allscan.pipeline.model_input import cell_boxes, model_inputs
+from allscan.pipeline.segment import Cell, SegmentParams, segment
+
+CHUNK = 4  # images per task: amortises inter-process overhead, small enough to keep the window fine-grained
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """What a worker needs to know; picklable."""
+
+    spec: InputSpec
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    keep_image: bool = True  # send the decoded pixels back (needed only when heatmaps may be drawn)
+    segment_params: SegmentParams = field(default_factory=SegmentParams)
+
+
+@dataclass
+class Prepared:
+    """One image, ready for the runner, or the reason it cannot be."""
+
+    found: Found
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    tensors: np.ndarray | None = None  # float32 [k, 3, S, S]
+    boxes: list[tuple[int, int, int, int]] | None = None  # crop boxes in 'cells' mode, else None
+    cells: list[Cell] = field(default_factory=list)
+    mask: np.ndarray | None = None  # uint8 [H, W], 1 on segmented white cells
+    area_fraction: float = 0.0
+    bgr: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(found: Found, settings: PrepareSettings) -> Prepared:
+    """Decode, segment and build the model input of one image; every failure becomes ``error``."""
+    if found.error:
+        return Prepared(found=found, error=found.error)
+    timings = {"decode": 0.0, "segment": 0.0, "preprocess": 0.0}
+    t0 = time.perf_counter()
+    try:
+        decoded = decode_image(found.path, max_pixels=settings.max_pixels)
+    except ImageReadError as exc:
+        timings["decode"] = time.perf_counter() - t0
+        return Prepared(found=found, error=str(exc), timings=timings)
+    t1 = time.perf_counter()
+    timings["decode"] = t1 - t0
+    try:
+        seg = segment(decoded.bgr, settings.segment_params)
+        t2 = time.perf_counter()
+        tensors = model_inputs(decoded.bgr, seg, settings.spec)
+        boxes = None
+        if settings.spec.mode == "cells" and seg.cells:
+            boxes = cell_boxes(seg, settings.spec, decoded.bgr.shape[:2])
+        t3 = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001 - one odd image must not stop a night's run; its row says why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Prepared(found=found, error=f"internal error while segmenting: {type(exc).__name__}: {first}")
+    timings["segment"] = t2 - t1
+    timings["preprocess"] = t3 - t2
+    return Prepared(
+        found=found,
+        notes=list(decoded.notes),
+        width=decoded.width,
+        height=decoded.height,
+        tensors=tensors,
+        boxes=boxes,
+        cells=list(seg.cells),
+        mask=seg.mask,
+        area_fraction=seg.area_fraction,
+        bgr=decoded.bgr if settings.keep_image else None,
+        timings=timings,
+    )
+
+
+def _prepare_chunk(chunk: list[Found], settings: PrepareSettings) -> list[Prepared]:
+    return [prepare(found, settings) for found in chunk]
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # parallelism comes from the processes; OpenCV's own threads would oversubscribe
+
+
+def _chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
+    chunk: list[Found] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prepared_stream(items: Iterable[Found], settings: PrepareSettings, workers: int) -> Iterator[Prepared]:
+    """Prepared images in the order of ``items``; ``workers`` = 0 runs in this process (tests, debugging)."""
+    if workers <= 0:
+        for found in items:
+            yield prepare(found, settings)
+        return
+    window = 2 * workers + 1
+    context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime started its threads
+    pending: deque[Future[list[Prepared]]] = deque()
+    chunks = _chunks(items, CHUNK)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(_prepare_chunk, chunk, settings))
+                if len(pending) >= window:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
