@@ -5,19 +5,16 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 __all__ = ["write_report"]
 
 
 def write_report(out_dir: Path) -> Path:
-    """Write `<out_dir>/report.html` from the tables in `out_dir` and return its path."""
-    out_dir = Path(out_dir)
-    path = out_dir / "report.html"
-    path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>allscan report</title>"
-        f"<p>Report for {html.escape(str(out_dir.name))} (placeholder).</p>",
-        encoding="utf-8",
-    )
-    return path
+    """Write `<out_dir>/report.html` (and missing thumbnails under `<out_dir>/report/`); return its path.
+
+    Raises FileNotFoundError when `out_dir` has no images.csv. OpenCV is imported only when a report is made.
+    """
+    from allscan.report.build import build
+
+    return build(Path(out_dir))
