@@ -30,11 +30,11 @@ ATTRIBUTION = (
     "Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hosseini A (2021), Kaggle, "
 )
 DOI = "10.34740/KAGGLE/DSV/2175623"
-DISCLAIMER = (
-    "allscan is a research tool, not a diagnostic device. Its labels are not a diagnosis and must not be "
-    "used "
-    "on their own for any clinical decision; flagged images are labelled but should not be trusted."
+CAUTION = (
+    "Its labels are not a diagnosis and must not be used on their own for any clinical decision; flagged "
+    "images are labelled but should not be trusted."
 )
+DISCLAIMER = f"allscan is a research tool, not a diagnostic device. {CAUTION}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,13 @@ def distribution_svg(data: ReportData) -> str:
     for i, (name, solid, pale, colour) in enumerate(rows):
         y = 2 + i * row_h
         w1, w2 = bar_w * solid / biggest, bar_w * pale / biggest
-        text = f"{solid:,}" + (f" + {pale:,} flagged" if pale else "")
+        text = (
+            f"{solid:,} + {pale:,} flagged"
+            if solid and pale
+            else f"{pale:,} flagged"
+            if pale
+            else f"{solid:,}"
+        )
         words.append(f"{name}: {text}")
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{esc(name)}</text>'
@@ -196,14 +202,13 @@ def slide_table(data: ReportData) -> str:
     return (
         '<section id="slides" aria-labelledby="slides-h"><h2 id="slides-h">Slides, strongest evidence of '
         "leukemia first</h2><p class=hint>Open a slide to see its evidence and its images. Counts are of "
-        "judged "
-        "images; the bar is the mean probability of each class.</p>"
-        '<div class="scroll"><table class="slides"><thead><tr><th scope=col>Slide</th><th '
-        "scope=col>Label</th>"
+        "judged images; the bar is the mean probability of each class.</p>"
+        '<div class="scroll"><table class="slides"><thead><tr>'
+        "<th scope=col>Slide</th><th scope=col>Label</th>"
         f"<th scope=col>Images</th><th scope=col>Errors</th>{heads}<th scope=col>Mean probability</th>"
         f"<th scope=col>Flagged</th></tr></thead>{''.join(bodies)}</table></div>"
-        '<p class="empty" id="slides-empty" hidden>No slide has an image that matches the '
-        "filters.</p></section>"
+        '<p class="empty" id="slides-empty" hidden>'
+        "No slide has an image that matches the filters.</p></section>"
     )
 
 
@@ -260,9 +265,9 @@ def review_table(data: ReportData, thumbs: dict[tuple[str, str], Thumb]) -> str:
     return (
         '<section id="review" aria-labelledby="review-h"><h2 id="review-h">Review queue '
         f"({len(data.review):,})</h2><p class=hint>Images the tool flagged (no white cell, unlike its "
-        "training "
-        "data, low confidence) or could not read. Their labels are written, but should not be trusted. The "
-        'image name links to its heatmap.</p><div class="scroll"><table class="review"><thead><tr>'
+        "training data, low confidence) or could not read. Their labels are written, but should not be "
+        "trusted. The image name links to its heatmap.</p>"
+        '<div class="scroll"><table class="review"><thead><tr>'
         "<th scope=col><span class=sr>Thumbnail</span></th><th scope=col>Slide</th><th scope=col>Image</th>"
         "<th scope=col>Label</th><th scope=col>Confidence</th><th scope=col>Why</th></tr></thead>"
         f'<tbody>{body}</tbody></table></div>{more}<p class="empty" id="review-empty" hidden>No image in the '
@@ -352,20 +357,18 @@ def render(data: ReportData, thumbs: dict[tuple[str, str], Thumb], roots: list[s
         f"<title>{esc(title)}</title><style>{_asset('report.css')}</style></head><body>"
         '<a class="skip" href="#slides">Skip to the slides</a>'
         f'<header><h1>{esc(title)}</h1><p class="disclaimer" role="note"><strong>Research tool, not a '
-        "diagnostic "
-        f"device.</strong> {esc(DISCLAIMER)}</p><nav aria-label=Sections><a href=#run>Run</a> "
+        f"diagnostic device.</strong> {esc(CAUTION)}</p><nav aria-label=Sections><a href=#run>Run</a> "
         "<a href=#slides>Slides</a> <a href=#review>Review queue</a> <a href=#about>About</a></nav>"
         "<noscript><p>JavaScript is off: the tables below are complete, but the per-image lists and the "
-        "filters "
-        f"need it.</p></noscript></header><main>{summary_section(data)}{filters(data)}{slide_table(data)}"
-        f'{review_table(data, thumbs)}</main><footer id="about"><h2>About this '
-        f"report</h2><p>{esc(DISCLAIMER)}</p>"
-        f'<p>{esc(ATTRIBUTION)}DOI <a href="https://doi.org/{DOI}">{DOI}</a>. Images prepared in the bone '
-        "marrow "
-        "laboratory of Taleqani Hospital, Tehran. Credit the authors wherever these models are used.</p>"
+        "filters need it.</p></noscript></header>"
+        f"<main>{summary_section(data)}{filters(data)}{slide_table(data)}{review_table(data, thumbs)}</main>"
+        f'<footer id="about"><h2>About this report</h2><p>{esc(DISCLAIMER)}</p>'
+        f'<p>{esc(ATTRIBUTION)}DOI <a href="https://doi.org/{DOI}">{DOI}</a>. Images prepared in the '
+        "bone marrow laboratory of Taleqani Hospital, Tehran. Credit the authors wherever these models are "
+        "used.</p>"
         f"<p>Built {esc(built)} by allscan {esc(__version__)} from images.csv, slides.csv and run.json in "
-        "this "
-        "folder; rebuild it with <code>allscan report OUT_DIR</code>. Thumbnails are in report/thumbs/.</p>"
+        "this folder; rebuild it with <code>allscan report OUT_DIR</code>. Thumbnails are in "
+        "report/thumbs/.</p>"
         f'</footer><script type="application/json" id="data">{page_json(data, thumbs, roots)}</script>'
         f"<script>{js}</script></body></html>"
     )

@@ -84,8 +84,9 @@ def facts(run: dict[str, Any]) -> list[tuple[str, str]]:
         ("Architecture", fmt(pick(model, "architecture", "arch"))),
         ("Input mode", fmt(pick(model, "input.mode", "input_mode", "card.input.mode"))),
         ("Heatmap method", fmt(pick(model, "heatmap_method", "card.heatmap_method"))),
-        ("ONNX sha256", fmt(pick(model, "onnx_sha256", "sha256", "hashes.onnx", "hashes.model.onnx"))),
+        ("ONNX sha256", fmt(pick(model, "onnx_sha256", "sha256", "hashes.onnx"))),
         ("Backend", backend_text),
+        ("Why this backend", fmt(pick(run, "backend_reason"))),
         ("Precision", fmt(pick(run, "precision", "backend.precision"))),
         ("Device", fmt(pick(run, "device", "backend.device", "gpu", "backend.gpu"))),
         ("Started", fmt(pick(run, "started", "started_at", "start_time", "timings.started"))),
@@ -101,7 +102,12 @@ def facts(run: dict[str, Any]) -> list[tuple[str, str]]:
             fmt(pick(run, "images_per_s", "images_per_second", "throughput", "timings.images_per_s")),
         ),
         ("allscan", fmt(pick(run, "versions.allscan", "version", "allscan_version"))),
+        ("Exit code", fmt(run.get("exit_code"))),
+        ("Warnings", fmt(pick(run, "warnings"))),
     ]
+    files = pick(model, "files")
+    if isinstance(files, dict):
+        rows[6:6] = [(f"sha256 of {k}", fmt(v)) for k, v in files.items()]
     return [(k, v) for k, v in rows if v]
 
 
@@ -111,9 +117,23 @@ def versions(run: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def metrics(run: dict[str, Any]) -> list[tuple[str, str]]:
-    """The model card's metrics as recorded in run.json."""
+    """The model card's metrics: from run.json, else from the store's card if it is the model that ran."""
     data = pick(run, "model.metrics", "model.card.metrics", "metrics", "card.metrics")
-    return flatten(data, limit=60) if isinstance(data, dict) else []
+    if not isinstance(data, dict):
+        data = _store_metrics(pick(run, "model.name"), pick(run, "model.id", "model_id"))
+    return flatten(data, limit=80) if isinstance(data, dict) else []
+
+
+def _store_metrics(name: Any, model_id: Any) -> dict[str, Any] | None:
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        from allscan.models.store import load_model
+
+        card = load_model(name, verify_hash=False).card
+    except Exception:  # noqa: BLE001 - no store here, or another model by that name: show no metrics
+        return None
+    return dict(card.metrics) if card.model_id == model_id and card.metrics else None
 
 
 def input_roots(run: dict[str, Any], out_dir: Path) -> list[Path]:
