@@ -1,7 +1,7 @@
 """Synthetic out dirs for the report's tests and measurements: tables shaped like `allscan run`'s output.
 
-`python tests/report_synth.py OUT [N]` writes an out dir over the shared dataset's images (N of them, default all),
-split into patient-sized slides, with heatmaps, for measuring the page.
+`python tests/report_synth.py OUT [N]` writes an out dir over the shared dataset's images (N of them, default
+all), split into patient-sized slides, with heatmaps, for measuring the page.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 DATASET = Path("/work/shared/datasets/all-pbs")
 IMAGE_COLUMNS = [
-    "slide", "image", "status", "error", "label", "confidence", *[f"prob_{c}" for c in CLASSES],
-    "n_cells", "heatmap", "flags", "cell_focus", "ood", "width", "height", "cell_area_fraction", "model_id", "notes",
+    "slide", "image", "status", "error", "label", "confidence", *[f"prob_{c}" for c in CLASSES], "n_cells",
+    "heatmap", "flags", "cell_focus", "ood", "width", "height", "cell_area_fraction", "model_id", "notes",
 ]  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def image_row(
     if status == "ok":
         probs = probs or tuple(0.85 if c == label else 0.05 for c in CLASSES)
         row.update(label=label, confidence=f"{max(probs):.4f}", n_cells=1)
-        row.update({f"prob_{c}": f"{p:.4f}" for c, p in zip(CLASSES, probs)})
+        row.update({f"prob_{c}": f"{p:.4f}" for c, p in zip(CLASSES, probs, strict=True)})
     row.update({k: v for k, v in extra.items()})
     return row
 
@@ -42,7 +42,7 @@ def image_row(
 def write_tables(
     out: Path, rows: list[dict], run: dict | None = None, slide_labels: dict | None = None
 ) -> Path:
-    """images.csv, slides.csv (label + evidence per slide) and run.json, guarded like the pipeline's writer."""
+    """images.csv, slides.csv (label and evidence per slide), run.json; guarded like the pipeline's writer."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "images.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -92,7 +92,7 @@ def default_run(inputs: list[str] | None = None) -> dict:
 
 
 def dataset_out_dir(out: Path, n: int | None = None, per_slide: int = 32, seed: int = 0) -> Path:
-    """An out dir over the shared dataset: patient-sized slides of real images, heatmaps, varied labels and flags."""
+    """An out dir over the shared dataset: patient-sized slides of real images, heatmaps, varied flags."""
     import cv2
     import numpy as np
 
