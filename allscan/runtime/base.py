@@ -7,6 +7,7 @@ and, where the model has it, ``ood [N]``. The public methods do the checks once;
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import numpy as np
@@ -56,6 +57,12 @@ class Runner(ABC):
         if missing:
             raise RunnerError(f"{self.backend} runner returned no {', '.join(missing)}")
         return outputs
+
+    def infer_many(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Outputs for each batch in order. Backends that can overlap transfers with compute (TensorRT) override
+        this; the pipeline may always call it instead of ``infer`` in a loop."""
+        for batch in batches:
+            yield self.infer(batch)
 
     @abstractmethod
     def activate_impl(self) -> None: ...
