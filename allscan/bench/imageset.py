@@ -1,0 +1,53 @@
+"""Which images the benchmark reads, and folders of symlinks holding exactly as many as a measurement needs.
+
+Default: the shared all-pbs dataset when present (``$ALLSCAN_BENCH_IMAGES``, else ``../shared/datasets/all-
+pbs`` next to the checkout), otherwise the checkout's ``sample_images`` repeated. A repeated image is a
+symlink with its own path, so the pipeline's journal (keyed by path) treats it as a new image, as a lab's
+next slide would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from allscan.pipeline.discover import discover
+
+REPO = Path(__file__).resolve().parents[2]
+MIN_IMAGES = 256  # below this a run is dominated by start-up costs
+PER_SLIDE = 64  # images per slide folder in a materialised view
+
+
+def default_images_dir() -> Path:
+    """The shared dataset when it is there, else the checkout's sample images."""
+    env = os.environ.get("ALLSCAN_BENCH_IMAGES")
+    if env:
+        return Path(env)
+    shared = REPO.parent / "shared" / "datasets" / "all-pbs"
+    return shared if shared.is_dir() else REPO / "sample_images"
+
+
+def list_images(root: Path) -> list[Path]:
+    """Readable image files under ``root`` in the pipeline's own discovery order (walk problems left out)."""
+    return [Path(found.path) for found in discover([Path(root)]) if not found.error]
+
+
+def materialise(images: list[Path], count: int, dest: Path) -> Path:
+    """``dest`` filled with ``count`` symlinks cycling through ``images``, in slide folders of PER_SLIDE."""
+    if not images:
+        raise ValueError("no images to benchmark on")
+    dest.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        src = images[k % len(images)]
+        slide = dest / f"slide{k // PER_SLIDE:04d}"
+        slide.mkdir(exist_ok=True)
+        (slide / f"{k:06d}-{src.name}").symlink_to(src.resolve())
+    return dest
+
+
+def warm_page_cache(images: list[Path]) -> None:
+    """Read every file once, so the first timed run does not pay for the disk and later ones do not gain."""
+    for path in images:
+        with contextlib.suppress(OSError):
+            path.read_bytes()
