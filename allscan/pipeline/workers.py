@@ -8,6 +8,8 @@ flat whatever the number of images: a slow runner makes the workers wait instead
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -99,8 +101,16 @@ def _prepare_chunk(chunk: list[Found], settings: PrepareSettings) -> list[Prepar
     return [prepare(found, settings) for found in chunk]
 
 
-def _worker_init() -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Watchdog: a worker whose run was SIGKILLed must not live on (it never sees its queue close)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
     cv2.setNumThreads(1)  # parallelism comes from the processes; OpenCV's own threads would oversubscribe
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
 
 def _chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
@@ -124,7 +134,9 @@ def prepared_stream(items: Iterable[Found], settings: PrepareSettings, workers: 
     context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime started its threads
     pending: deque[Future[list[Prepared]]] = deque()
     chunks = _chunks(items, CHUNK)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         try:
             for chunk in chunks:
                 pending.append(pool.submit(_prepare_chunk, chunk, settings))

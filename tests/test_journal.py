@@ -1,0 +1,86 @@
+"""Nightly-job behaviour: one run per --out at a time; a SIGKILLed run resumes to exactly the same tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pipeline_synth import make_slides
+
+from allscan.pipeline.journal import JOURNAL_NAME, RunLock
+from allscan.pipeline.run import RunConfig, RunLocked, run_batch
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = ("images.csv", "cells.csv", "slides.csv")
+
+
+def test_second_run_on_same_out_refuses_at_once(tiny_store: Path, tmp_path: Path) -> None:
+    make_slides(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    with RunLock(out):  # a run in progress (this process holds the lock)
+        with pytest.raises(RunLocked, match="another allscan run"):
+            run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0))
+        cli = subprocess.run(
+            [sys.executable, "-c", "from allscan.cli import main; main()", "run", str(tmp_path / "in"),
+             "-m", "tiny", "-o", str(out), "--workers", "0"],
+            capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        )  # fmt: skip
+        assert cli.returncode == 2
+        message = cli.stderr.strip().splitlines()
+        assert len(message) == 1 and f"(pid {os.getpid()}) is writing to {out}" in message[0]
+        assert not (out / "images.csv").exists()
+    summary = run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0, report=False))
+    assert summary.n_ok == 2  # the lock is free again once its holder is done
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from allscan.pipeline.run import RunConfig, run_batch
+
+    kill_after = int(sys.argv[3])
+
+    def progress(event):
+        if event.done >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: like a power cut for the process
+
+    run_batch(RunConfig(inputs=[Path(sys.argv[1])], out=Path(sys.argv[2]), model="tiny", batch_size=4,
+                        workers=1, heatmaps="all", progress=progress, report=False))
+    """
+)
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_tables(tiny_store: Path, tmp_path: Path) -> None:
+    make_slides(tmp_path / "in", 40, n_slides=3)
+    (tmp_path / "in" / "slide-1" / "broken.jpg").write_bytes(b"not an image")
+    reference = tmp_path / "reference"
+    run_batch(RunConfig(inputs=[tmp_path / "in"], out=reference, model="tiny", batch_size=4, workers=0,
+                        heatmaps="all", report=False))  # fmt: skip
+
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(tmp_path / "in"), str(out), "14"],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with sqlite3.connect(out / JOURNAL_NAME) as db:
+        journaled = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert 0 < journaled < 41  # it really stopped midway, with part of its work committed
+    assert not (out / "images.csv").exists()
+
+    resumed = run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", batch_size=4, workers=0,
+                                  heatmaps="all", report=False))  # fmt: skip
+    assert resumed.n_reused == journaled and resumed.n_processed == 41 - journaled
+    for table in TABLES:
+        assert (out / table).read_bytes() == (reference / table).read_bytes(), table
+    pngs = sorted(p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*"))
+    assert pngs == sorted(p.relative_to(reference).as_posix() for p in (reference / "heatmaps").rglob("*"))
+    assert not list(out.rglob("*.tmp"))
