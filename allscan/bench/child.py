@@ -1,23 +1,17 @@
-"""A pipeline run in a process of its own, so its peak memory is its own and not the benchmark's (which may
-hold torch and the naive network). ``python -m allscan.bench.child '<json>'`` prints one JSON line: the
-run's counts and wall time, and the peak RSS of the main process and of the largest worker, from
-``getrusage``.
+"""A pipeline run in a process of its own, so that its peak memory is its own and not the benchmark's.
+
+``python -m allscan.bench.child '<json>'`` prints one JSON line: the run's counts, its wall time and the main
+process's high-water mark (``VmHWM``; the parent samples the workers).
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
 
 from allscan.bench.pipeline import run_once
-
-
-def _peak_mb(who: int) -> float:
-    # ru_maxrss is in KiB on Linux, in bytes on macOS
-    divisor = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return resource.getrusage(who).ru_maxrss / divisor
+from allscan.bench.rss import status_mb
 
 
 def main(argv: list[str]) -> int:
@@ -32,18 +26,14 @@ def main(argv: list[str]) -> int:
         workers=int(args["workers"]),
         engines_root=Path(args["engines_root"]) if args.get("engines_root") else None,
     )
-    print(
-        json.dumps(
-            {
-                "images": run.images,
-                "processed": run.processed,
-                "errors": run.errors,
-                "wall_s": run.wall_s,
-                "main_peak_mb": _peak_mb(resource.RUSAGE_SELF),
-                "worker_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN),
-            }
-        )
-    )
+    report = {
+        "images": run.images,
+        "processed": run.processed,
+        "errors": run.errors,
+        "wall_s": run.wall_s,
+        "main_hwm_mb": status_mb("self").get("VmHWM"),
+    }
+    print(json.dumps(report))
     return 0
 
 

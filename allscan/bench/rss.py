@@ -1,11 +1,10 @@
 """Peak memory of a pipeline run: the run goes to a subprocess (:mod:`allscan.bench.child`) and this module
-samples the resident memory of its whole process tree (main process plus decode/segment workers) from
-``/proc``.
+samples the resident memory of its process tree (main process plus decode/segment workers) from ``/proc``.
 
-Why a subprocess per measurement: ``ru_maxrss`` never goes down, so a second run in the same process could
-only report the larger of the two, and the benchmark's own process holds torch for the naive baseline. Where
-``/proc`` is missing the tree figure falls back to main peak + workers x the largest worker's peak (an upper
-bound from ``getrusage``).
+Why a subprocess per measurement: a process's peak never goes down, so a second run in the same process
+could only report the larger of the two, and the benchmark's own process holds torch for the naive baseline.
+Why ``/proc`` and not ``getrusage``: Linux carries ``ru_maxrss`` across fork and exec, so a child started
+from a big parent reports the parent's size; ``VmHWM`` belongs to the new address space and does not.
 """
 
 from __future__ import annotations
@@ -20,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_S = 0.05
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
 class MemoryRun:
     images: int
     wall_s: float
-    tree_peak_mb: float  # largest sampled sum of RSS over the main process and its workers
-    main_peak_mb: float  # the main process's own peak (getrusage)
-    worker_peak_mb: float  # the largest worker's peak (getrusage)
+    tree_peak_mb: float  # largest sampled sum of VmRSS over the main process and its workers
+    main_peak_mb: float  # the main process's own high-water mark (VmHWM)
+    worker_peak_mb: float  # the largest worker's high-water mark seen
 
 
 def _children(pid: int) -> list[int]:
@@ -43,22 +41,39 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _rss_bytes(pid: int) -> int:
+def status_mb(pid: int | str) -> dict[str, float]:
+    """VmRSS and VmHWM of a process in MiB, from /proc (empty where it is gone or there is no /proc)."""
+    found: dict[str, float] = {}
     try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    found[key] = int(value.split()[0]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
+    return found
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Sum of RSS over ``pid`` and all its descendants, in MiB (0 where /proc is missing)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += _rss_bytes(p)
-        todo.extend(_children(p))
-    return total / (1024 * 1024)
+class TreeSampler:
+    """Peaks over a process and its descendants, one ``sample()`` at a time."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tree_peak = self.main_peak = self.worker_peak = 0.0
+
+    def sample(self) -> None:
+        total, todo = 0.0, [self.pid]
+        while todo:
+            p = todo.pop()
+            status = status_mb(p)
+            total += status.get("VmRSS", 0.0)
+            if p == self.pid:
+                self.main_peak = max(self.main_peak, status.get("VmHWM", 0.0))
+            else:
+                self.worker_peak = max(self.worker_peak, status.get("VmHWM", 0.0))
+            todo.extend(_children(p))
+        self.tree_peak = max(self.tree_peak, total)
 
 
 def measure_run_memory(args: dict[str, object], timeout_s: float = 3600) -> MemoryRun:
@@ -67,10 +82,10 @@ def measure_run_memory(args: dict[str, object], timeout_s: float = 3600) -> Memo
     # Files, not pipes: a chatty child must not block on a full pipe while it is being sampled.
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True)
-        peak = 0.0
+        sampler = TreeSampler(proc.pid)
         deadline = time.monotonic() + timeout_s
         while proc.poll() is None:
-            peak = max(peak, tree_rss_mb(proc.pid))
+            sampler.sample()
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
@@ -83,14 +98,13 @@ def measure_run_memory(args: dict[str, object], timeout_s: float = 3600) -> Memo
         last = (err.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"memory run failed (exit {proc.returncode}): {last}")
     report = json.loads(out.strip().splitlines()[-1])
-    if peak <= 0:  # no /proc: bound it from getrusage
-        peak = report["main_peak_mb"] + int(str(args.get("workers", 1))) * report["worker_peak_mb"]
+    main_peak = max(sampler.main_peak, float(report.get("main_hwm_mb") or 0.0))
     return MemoryRun(
         images=int(report["images"]),
         wall_s=float(report["wall_s"]),
-        tree_peak_mb=peak,
-        main_peak_mb=float(report["main_peak_mb"]),
-        worker_peak_mb=float(report["worker_peak_mb"]),
+        tree_peak_mb=max(sampler.tree_peak, main_peak),
+        main_peak_mb=main_peak,
+        worker_peak_mb=sampler.worker_peak,
     )
 
 

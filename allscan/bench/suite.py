@@ -2,8 +2,9 @@
 
 Order: page cache and a small warm-up run first; then the runner alone; then the pipeline with heatmaps on,
 the rerun with nothing new and the pipeline with heatmaps off, interleaved repetition by repetition so that
-a burst of load elsewhere hits both sides of the heatmap comparison; then the worker scaling, the notebooks'
-baseline and the memory runs in subprocesses. Every ratio is of numbers taken in this one run.
+a burst of load elsewhere hits both sides of the heatmap comparison; then the worker scaling, the memory runs
+in subprocesses and last the notebooks' baseline (it loads torch). Every ratio is of numbers taken in this
+one run.
 """
 
 from __future__ import annotations
@@ -153,9 +154,6 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
                 shutil.rmtree(tmp / f"w{n}-{rep}", ignore_errors=True)
             scaling[str(n)] = median([r.ips for r in runs])
 
-        log("notebook-style baseline")
-        naive = measure_naive(model, used[: plan.naive_images], system.cpu_count(), plan.reps)
-
         memory = {}
         for factor in (1, plan.memory_factor):
             count = plan.memory_images * factor
@@ -173,6 +171,9 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
             memory[f"{factor}x"] = measure_run_memory(args)
             shutil.rmtree(tmp / f"mem{factor}x", ignore_errors=True)
             shutil.rmtree(folder, ignore_errors=True)
+        log("notebook-style baseline")
+        naive = measure_naive(model, used[: plan.naive_images], system.cpu_count(), plan.reps)
+
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
