@@ -22,7 +22,7 @@ from allscan.report.thumbs import HEAT_SUFFIX, IMAGE_SUFFIX, THUMB_DIR
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies; text always says the class as well.
 # The review queue's first rows are plain HTML; the script draws any further ones on request (page size).
-REVIEW_HTML_LIMIT = 1000
+REVIEW_HTML_LIMIT = 500
 PALETTE = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#009E73", "#56B4E9", "#F0E442", "#000000")
 CLASS_COLOURS = {"Benign": "#0072B2", "Early": "#E69F00", "Pre": "#CC79A7", "Pro": "#D55E00"}
 ATTRIBUTION = (
