@@ -1,3 +1,154 @@
-"""Commands of the 'train' group (scaffold: filled in by its issue)."""
+"""``allscan train`` and ``allscan evaluate``: the data scientist's commands (torch and scikit-learn, lazily)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from allscan.cli import app
+
+
+@app.command("train")
+def train_command(
+    data_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of class folders."),
+    arch: str = typer.Option(
+        ...,
+        "--arch",
+        help="vit, vit_ti_16, vit_b_16, resnet18, resnet50, vgg16, efficientnet_b0, alexnet, googlenet, cnn",
+    ),
+    name: str = typer.Option(..., "--name", help="Model name in the store (engines/NAME)."),
+    split: str = typer.Option(
+        "blocked", "--split", help="blocked (held-out ranges of image numbers) or random."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    size: int = typer.Option(224, "--size", help="Input side in pixels."),
+    mode: str = typer.Option("masked", "--mode", help="Input mode: full, masked or cells."),
+    epochs: int = typer.Option(30, "--epochs"),
+    minutes: float | None = typer.Option(None, "--minutes", help="Wall-clock budget (overrides --epochs)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    stain_jitter: float = typer.Option(
+        1.0, "--stain-jitter", help="Colour/stain augmentation strength (0 = off)."
+    ),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Start from torchvision's ImageNet weights."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from engines/NAME/checkpoints/last.pt."),
+    threads: int | None = typer.Option(None, "--threads"),
+    vit_dim: int = typer.Option(192, "--vit-dim"),
+    vit_depth: int = typer.Option(12, "--vit-depth"),
+    vit_heads: int = typer.Option(3, "--vit-heads"),
+    vit_patch: int = typer.Option(16, "--vit-patch"),
+    conv_stem: bool = typer.Option(False, "--conv-stem", help="ViT: convolutional stem instead of patchify."),
+    limit_per_class: int | None = typer.Option(
+        None, "--limit-per-class", help="Use only N images per class."
+    ),
+    out_root: Path | None = typer.Option(None, "--store", help="Model store (default: engines/)."),
+) -> None:
+    """Train a model on class folders, calibrate it, and export model.onnx + card.json into the store."""
+    try:
+        from allscan.models.card import InputSpec
+        from allscan.models.store import store_root
+        from allscan.train.loop import TrainConfig
+        from allscan.train.pipeline import train_model
+    except ImportError as exc:
+        typer.echo(f"error: training needs the 'train' extra (pip install 'allscan[train]'): {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if pretrained:
+        typer.echo(
+            "note: --pretrained downloads torchvision weights; this fails on a machine without internet"
+        )
+    arch_options = {}
+    if arch == "vit":
+        arch_options = {
+            "vit_dim": vit_dim,
+            "vit_depth": vit_depth,
+            "vit_heads": vit_heads,
+            "vit_patch": vit_patch,
+        }
+    if arch.startswith("vit"):
+        arch_options["conv_stem"] = conv_stem
+    config = TrainConfig(
+        data_dir=data_dir,
+        arch=arch,
+        name=name,
+        out_root=out_root or store_root(),
+        split=split,
+        seed=seed,
+        epochs=epochs,
+        minutes=minutes,
+        batch_size=batch_size,
+        lr=lr,
+        stain_jitter=stain_jitter,
+        pretrained=pretrained,
+        resume=resume,
+        threads=threads,
+        input=InputSpec(size=size, mode=mode),
+        arch_options=arch_options,
+        limit_per_class=limit_per_class,
+    )
+    try:
+        folder = train_model(config, log=lambda line: typer.echo(line))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        if pretrained:
+            typer.echo(f"error: cannot fetch pretrained weights (offline?): {exc}", err=True)
+            raise typer.Exit(2) from exc
+        raise
+    typer.echo(f"model written to {folder}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of class folders."),
+    model: str = typer.Option("vit", "--model", "-m"),
+    out: Path = typer.Option(Path("allscan-eval"), "--out", "-o"),
+    split: str | None = typer.Option(
+        None, "--split", help="Only this part of the model's split.json (e.g. test)."
+    ),
+    foreign: Path | None = typer.Option(
+        None, "--foreign", help="Unlabelled images of another lab (no leukemia)."
+    ),
+    backend: str = typer.Option("auto", "--backend"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    workers: int | None = typer.Option(None, "--workers"),
+    update_card: bool = typer.Option(
+        False, "--update-card", help="Store the metrics in the model's card.json."
+    ),
+) -> None:
+    """Measure a model through the inference path: metrics.json, confusion_matrix.png, roc.png."""
+    try:
+        from allscan.evaluation.evaluate import EvaluateConfig, evaluate
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        typer.echo(
+            f"error: evaluate needs scikit-learn and matplotlib (pip install 'allscan[evaluate]'): {exc}"
+        )
+        raise typer.Exit(2) from exc
+    from allscan.models.store import ModelStoreError
+    from allscan.pipeline.run import RunError
+
+    config = EvaluateConfig(data_dir, model, out, split, foreign, backend, batch_size, workers)
+    try:
+        metrics = evaluate(config, log=lambda line: None)
+    except (ModelStoreError, RunError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    line = (
+        f"{metrics['n_images']} images: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"flag rate {metrics['flag_rate']:.3f}, cell focus {metrics['cell_focus']}"
+    )
+    typer.echo(line)
+    if "foreign" in metrics:
+        f = metrics["foreign"]
+        typer.echo(
+            f"foreign ({f['n_ok']} images): benign {f['share_benign']:.3f}, flagged {f['share_flagged']:.3f}, "
+            f"benign or flagged {f['share_benign_or_flagged']:.3f}, "
+            f"leukemia unflagged {f['share_leukemia_unflagged']:.3f}"
+        )
+    if update_card:
+        from allscan.evaluation.card_metrics import store_metrics
+
+        store_metrics(model, split or "all", metrics)
+        typer.echo(f"metrics stored in engines/{model}/card.json")
+    typer.echo(f"wrote {out / 'metrics.json'}")

@@ -1,0 +1,36 @@
+"""Store evaluation metrics in a model's card (the card's sha256 covers model.onnx, not the card itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from allscan.models.card import write_card
+from allscan.models.store import load_model
+
+KEEP = (
+    "n_images",
+    "accuracy",
+    "macro_f1",
+    "roc_auc_ovr",
+    "flag_rate",
+    "accuracy_unflagged",
+    "cell_focus",
+    "per_class",
+    "confusion_matrix",
+    "images_per_s",
+    "backend",
+)
+
+
+def store_metrics(model_name: str, split: str, metrics: dict) -> None:
+    model = load_model(model_name)
+    entry = {k: metrics[k] for k in KEEP if k in metrics}
+    if "foreign" in metrics:
+        entry["foreign"] = {k: v for k, v in metrics["foreign"].items() if k != "dir"}
+        entry["foreign"]["dataset"] = "bccd (another lab, no leukemia)"
+    key = f"{model.card.training.get('split', {}).get('mode', 'blocked')}_{split}"
+    updated = dataclasses.replace(
+        model.card, metrics={**model.card.metrics, key: json.loads(json.dumps(entry))}
+    )
+    write_card(updated, model.folder / "card.json")

@@ -1,0 +1,200 @@
+"""Architectures, each wrapped so that one forward pass returns logits, a class-activation map and the pooled
+features (for the out-of-distribution score).
+
+Why these forms: a network that ends in global average pooling and one linear layer has logits that are exactly
+the spatial mean of its class maps ``cam_c = W_c . A + b_c``; Grad-CAM at the last feature map equals this CAM up to
+a positive scale, so the heatmap needs no autograd at inference and lives inside the ONNX graph. The ViT is given
+the same form by pooling its patch tokens (no class token in the head): each token's class score is its CAM value
+("token CAM", forward-only). VGG16/AlexNet keep their ReLU MLP head, whose Grad-CAM weights are written as forward
+matrix products (see :class:`MlpHeadNet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+GAP_ARCHS = ("vit_b_16", "vit_ti_16", "vit", "resnet18", "resnet50", "efficientnet_b0", "googlenet", "cnn")
+MLP_ARCHS = ("vgg16", "alexnet")
+ARCHS = GAP_ARCHS + MLP_ARCHS
+
+
+class GapNet(nn.Module):
+    """Backbone producing a feature map [N,D,h,w] + linear head on its spatial mean."""
+
+    heatmap_method = "cam"
+
+    def __init__(self, backbone: nn.Module, dim: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap = self.backbone(x)
+        pooled = fmap.mean(dim=(2, 3))
+        logits = self.head(self.dropout(pooled))
+        cam = torch.einsum("cd,ndhw->nchw", self.head.weight, fmap) + self.head.bias[None, :, None, None]
+        return logits, cam, pooled
+
+
+class TorchvisionTrunk(nn.Module):
+    """A torchvision CNN cut before its pooling and classifier."""
+
+    def __init__(self, layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class VitTrunk(nn.Module):
+    """torchvision's VisionTransformer returning its patch tokens as a feature map [N,D,g,g].
+
+    The class token still takes part in attention (so pretrained weights load), but the head reads the mean of the
+    patch tokens, which makes token CAM exact.
+    """
+
+    def __init__(self, vit: torchvision.models.VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+        self.grid = vit.image_size // vit.patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit._process_input(x)
+        n = tokens.shape[0]
+        cls = self.vit.class_token.expand(n, -1, -1)
+        tokens = self.vit.encoder(torch.cat([cls, tokens], dim=1))
+        patches = tokens[:, 1:, :]
+        return patches.transpose(1, 2).reshape(n, patches.shape[2], self.grid, self.grid)
+
+
+def small_cnn(width: int = 32) -> tuple[nn.Module, int]:
+    """The notebooks' baseline CNN, made fully convolutional: 4 conv blocks, BN, ReLU, max-pool."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for k in range(4):
+        cout = width * 2**k
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        if k < 3:
+            layers.append(nn.MaxPool2d(2))
+        cin = cout
+    return nn.Sequential(*layers), cin
+
+
+def vit(
+    image_size: int, patch: int = 16, dim: int = 192, depth: int = 12, heads: int = 3, conv_stem: bool = False
+) -> tuple[nn.Module, int]:
+    stem = None
+    if conv_stem:
+        # "Early convolutions help transformers see better" (Xiao et al., 2021): stride-2 3x3 convs down to the
+        # patch grid, then the usual 1x1 projection; trains far faster from scratch than a 16x16 patchify.
+        from torchvision.models.vision_transformer import ConvStemConfig
+
+        channels, k = [], patch
+        out = dim // 8
+        while k > 1:
+            channels.append(ConvStemConfig(out_channels=out, kernel_size=3, stride=2))
+            out = min(out * 2, dim)
+            k //= 2
+        stem = channels
+    model = torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=depth,
+        num_heads=heads,
+        hidden_dim=dim,
+        mlp_dim=4 * dim,
+        num_classes=1,
+        conv_stem_configs=stem,
+    )
+    model.heads = nn.Identity()
+    return VitTrunk(model), dim
+
+
+def _pretrained(name: str, enabled: bool) -> object | None:
+    """torchvision's ImageNet weights enum for ``name`` when requested (downloads need a network)."""
+    if not enabled:
+        return None
+    return torchvision.models.get_model_weights(name).DEFAULT
+
+
+def build(
+    arch: str,
+    num_classes: int,
+    image_size: int = 224,
+    pretrained: bool = False,
+    vit_dim: int = 192,
+    vit_depth: int = 12,
+    vit_heads: int = 3,
+    vit_patch: int = 16,
+    conv_stem: bool = False,
+) -> nn.Module:
+    """Build ``arch`` with the allscan forward: ``(logits, cam, pooled_features)``."""
+    m = torchvision.models
+    builders: dict[str, Callable[[], tuple[nn.Module, int]]] = {
+        "resnet18": lambda: _resnet(m.resnet18(weights=_pretrained("resnet18", pretrained))),
+        "resnet50": lambda: _resnet(m.resnet50(weights=_pretrained("resnet50", pretrained))),
+        "efficientnet_b0": lambda: (
+            TorchvisionTrunk(m.efficientnet_b0(weights=_pretrained("efficientnet_b0", pretrained)).features),
+            1280,
+        ),
+        "googlenet": lambda: _googlenet(pretrained),
+        "cnn": lambda: small_cnn(),
+        "vit_ti_16": lambda: vit(image_size, 16, 192, 12, 3, conv_stem),
+        "vit_b_16": lambda: _vit_b_16(image_size, pretrained, conv_stem),
+        "vit": lambda: vit(image_size, vit_patch, vit_dim, vit_depth, vit_heads, conv_stem),
+    }
+    if arch in MLP_ARCHS:
+        from allscan.train.mlp_head import build_mlp_head_net
+
+        return build_mlp_head_net(arch, num_classes, pretrained)
+    if arch not in builders:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    trunk, dim = builders[arch]()
+    return GapNet(trunk, dim, num_classes, dropout=0.1)
+
+
+def _resnet(model: nn.Module) -> tuple[nn.Module, int]:
+    dim = model.fc.in_features
+    layers = nn.Sequential(*(list(model.children())[:-2]))
+    return TorchvisionTrunk(layers), dim
+
+
+def _googlenet(pretrained: bool) -> tuple[nn.Module, int]:
+    weights = _pretrained("googlenet", pretrained)
+    model = torchvision.models.googlenet(weights=weights, aux_logits=False, init_weights=weights is None)
+    keep = [c for n, c in model.named_children() if n not in ("avgpool", "dropout", "fc", "aux1", "aux2")]
+    trunk = nn.Sequential(*keep)
+    if getattr(model, "transform_input", False):
+        trunk = nn.Sequential(_GoogleNetInput(), trunk)
+    return TorchvisionTrunk(trunk), 1024
+
+
+class _GoogleNetInput(nn.Module):
+    """torchvision's GoogLeNet input re-normalisation for its pretrained weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+        x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+        x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+        return torch.cat([x0, x1, x2], 1)
+
+
+def _vit_b_16(image_size: int, pretrained: bool, conv_stem: bool) -> tuple[nn.Module, int]:
+    if pretrained:
+        model = torchvision.models.vit_b_16(weights=_pretrained("vit_b_16", True))
+        model.heads = nn.Identity()
+        return VitTrunk(model), 768
+    return vit(image_size, 16, 768, 12, 12, conv_stem)

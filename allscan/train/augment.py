@@ -1,0 +1,81 @@
+"""Batch augmentation on tensors: scale jitter, flips, 90-degree turns, colour and stain jitter.
+
+Stain jitter multiplies each image by a random colour matrix near the identity and shifts brightness/contrast:
+a second lab's stain moves colours in exactly these ways, and a model that must stay right under them has to read
+the cells' shapes rather than the training lab's palette. Masked pixels are reset to the fill value after jitter,
+so the background carries no information.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def random_crops(images: np.ndarray, masks: np.ndarray, size: int, rng: np.random.Generator, train: bool):
+    """Crop (train: random side in [size, full], random place; eval: the whole view), resize to ``size``."""
+    n, side = images.shape[0], images.shape[1]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.from_numpy(masks).unsqueeze(1).float()
+    if not train:
+        return F.interpolate(x, size=(size, size), mode="area"), F.interpolate(
+            m, size=(size, size), mode="nearest"
+        )
+    xs, ms = [], []
+    for i in range(n):
+        crop = int(rng.integers(int(0.8 * side), side + 1))
+        y0, x0 = (int(rng.integers(0, side - crop + 1)) for _ in range(2))
+        xs.append(
+            F.interpolate(x[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="area")
+        )
+        ms.append(
+            F.interpolate(m[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="nearest")
+        )
+    return torch.cat(xs), torch.cat(ms)
+
+
+def geometric(
+    x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    out_x, out_m = [], []
+    for i in range(x.shape[0]):
+        xi, mi = x[i], m[i]
+        k = int(rng.integers(0, 4))
+        if k:
+            xi, mi = torch.rot90(xi, k, (1, 2)), torch.rot90(mi, k, (1, 2))
+        if rng.random() < 0.5:
+            xi, mi = xi.flip(2), mi.flip(2)
+        out_x.append(xi)
+        out_m.append(mi)
+    return torch.stack(out_x), torch.stack(out_m)
+
+
+def stain_jitter(x: torch.Tensor, rng: np.random.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Random near-identity colour matrix, gains, brightness and contrast per image (x in 0-1 RGB)."""
+    n = x.shape[0]
+    mats = np.eye(3)[None] + rng.normal(0, 0.08 * strength, size=(n, 3, 3))
+    gains = rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength, size=(n, 3, 1))
+    mats = torch.from_numpy(mats * gains).float()
+    y = torch.einsum("nij,njhw->nihw", mats, x)
+    contrast = torch.from_numpy(
+        rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength, size=(n, 1, 1, 1))
+    ).float()
+    bright = torch.from_numpy(rng.uniform(-0.08 * strength, 0.08 * strength, size=(n, 1, 1, 1))).float()
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - mean) * contrast + mean + bright
+    # Saturation: blend with the grey image.
+    sat = torch.from_numpy(rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength, size=(n, 1, 1, 1))).float()
+    grey = y.mean(dim=1, keepdim=True)
+    y = grey + (y - grey) * sat
+    return y.clamp_(0.0, 1.0)
+
+
+def normalise(x: torch.Tensor, m: torch.Tensor, mean, std, fill_rgb, masked: bool) -> torch.Tensor:
+    """Reset masked-out pixels to the fill value and apply mean/std normalisation (as the inference path does)."""
+    if masked:
+        fill = torch.tensor(fill_rgb, dtype=x.dtype).view(1, 3, 1, 1) / 255.0
+        x = x * m + fill * (1 - m)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t

@@ -1,0 +1,154 @@
+"""Training data: class folders decoded once into memory through the inference path's own code.
+
+Every image goes through :func:`allscan.io.images.decode_image`, :func:`allscan.pipeline.segment.segment` and
+:func:`allscan.pipeline.model_input.model_view`, exactly as ``allscan run`` does, so what is trained is what runs.
+Views are cached slightly larger than the input size (for scale jitter) as uint8 RGB with their cell masks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from allscan.io.images import IMAGE_SUFFIXES, ImageReadError, decode_image
+from allscan.models.card import InputSpec
+from allscan.pipeline.model_input import model_view
+from allscan.pipeline.segment import SegmentParams, segment
+
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    number: int  # the trailing number in the file name: acquisition order in the public dataset
+
+
+def scan_class_folders(
+    root: Path, classes: tuple[str, ...] | None = None
+) -> tuple[tuple[str, ...], list[Sample]]:
+    """Samples from ``root/<class>/*`` (sorted), and the class names (folder names, sorted, unless given)."""
+    root = Path(root)
+    found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    classes = classes or found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise FileNotFoundError(f"{root}: no class folder(s) {', '.join(missing)}")
+    samples = []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                match = _NUMBER.search(path.stem)
+                samples.append(Sample(path, label, int(match.group(1)) if match else -1))
+    return classes, samples
+
+
+def split_samples(
+    samples: list[Sample],
+    mode: str,
+    seed: int,
+    test_frac: float = 0.15,
+    calib_frac: float = 0.10,
+    blocks: int = 20,
+) -> dict[str, list[Sample]]:
+    """train / calib / test split.
+
+    ``random``: stratified random. ``blocked``: each class's images sorted by number are cut into ``blocks``
+    contiguous ranges; whole ranges go to test and calibration, so neighbouring (same-patient) images do not
+    straddle the split.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Sample]] = {"train": [], "calib": [], "test": []}
+    for label in sorted({s.label for s in samples}):
+        items = sorted((s for s in samples if s.label == label), key=lambda s: (s.number, s.path.name))
+        if mode == "random":
+            order = rng.permutation(len(items))
+            n_test, n_cal = round(test_frac * len(items)), round(calib_frac * len(items))
+            out["test"] += [items[i] for i in order[:n_test]]
+            out["calib"] += [items[i] for i in order[n_test : n_test + n_cal]]
+            out["train"] += [items[i] for i in order[n_test + n_cal :]]
+        elif mode == "blocked":
+            chunks = np.array_split(np.arange(len(items)), blocks)
+            order = rng.permutation(blocks)
+            n_test, n_cal = max(1, round(test_frac * blocks)), max(1, round(calib_frac * blocks))
+            for rank, b in enumerate(order):
+                part = "test" if rank < n_test else "calib" if rank < n_test + n_cal else "train"
+                out[part] += [items[i] for i in chunks[b]]
+        else:
+            raise ValueError(f"split must be 'random' or 'blocked', not {mode!r}")
+    return out
+
+
+@dataclass
+class CachedViews:
+    """uint8 RGB views [M, S, S, 3], their keep-masks [M, S, S] (1 = real pixels) and labels / image index."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    image_index: np.ndarray
+    colour_stats: np.ndarray  # [n_images, 6]: mean and std of RGB (0-1) over real pixels, per source image
+    failed: list[tuple[Path, str]]
+
+
+def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> list[tuple[np.ndarray, np.ndarray]]:
+    decoded = decode_image(sample.path)
+    seg = segment(decoded.bgr, params)
+    views = model_view(decoded.bgr, seg, spec)
+    fill = np.array(spec.mask_fill[::-1], dtype=np.uint8)
+    out = []
+    for view in views:
+        keep = np.any(view != fill, axis=2).astype(np.uint8) if spec.mode == "masked" else None
+        out.append((view, keep))
+    return out
+
+
+def cache_views(
+    samples: list[Sample], spec: InputSpec, params: SegmentParams, scale: float = 1.15
+) -> CachedViews:
+    """Decode, segment and cut every sample once; keep the views at ``scale`` x the input size."""
+    side = int(round(spec.size * scale))
+    imgs, masks, labels, index, colours, failed = [], [], [], [], [], []
+    for i, sample in enumerate(samples):
+        try:
+            views = _views(sample, spec, params)
+        except ImageReadError as exc:
+            failed.append((sample.path, str(exc)))
+            views = []
+        stats = []
+        for view, keep in views:
+            rgb = cv2.cvtColor(
+                cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+            )
+            mask = (
+                np.ones((side, side), np.uint8)
+                if keep is None
+                else cv2.resize(keep, (side, side), interpolation=cv2.INTER_NEAREST)
+            )
+            imgs.append(rgb)
+            masks.append(mask)
+            labels.append(sample.label)
+            index.append(i)
+            pixels = rgb[mask > 0].astype(np.float32) / 255.0 if mask.any() else rgb.reshape(-1, 3) / 255.0
+            stats.append(np.concatenate([pixels.mean(0), pixels.std(0)]))
+        colours.append(np.mean(stats, axis=0) if stats else np.full(6, np.nan))
+    return CachedViews(
+        images=np.stack(imgs) if imgs else np.zeros((0, side, side, 3), np.uint8),
+        masks=np.stack(masks) if masks else np.zeros((0, side, side), np.uint8),
+        labels=np.asarray(labels, dtype=np.int64),
+        image_index=np.asarray(index, dtype=np.int64),
+        colour_stats=np.asarray(colours, dtype=np.float32),
+        failed=failed,
+    )
+
+
+def iter_batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]

@@ -1,0 +1,164 @@
+"""Training: AdamW with a cosine schedule (over epochs or a wall-clock budget), label smoothing, class-balanced
+loss, stain/geometry augmentation, a checkpoint every epoch and ``--resume``."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from allscan.models.card import InputSpec
+from allscan.train import augment
+from allscan.train.data import CachedViews, iter_batches
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path
+    arch: str
+    name: str
+    out_root: Path
+    split: str = "blocked"
+    seed: int = 0
+    epochs: int = 30
+    minutes: float | None = None  # wall-clock budget; the cosine schedule then runs over time, not epochs
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    stain_jitter: float = 1.0
+    pretrained: bool = False
+    resume: bool = False
+    threads: int | None = None
+    input: InputSpec = field(default_factory=InputSpec)
+    arch_options: dict = field(default_factory=dict)
+    limit_per_class: int | None = None  # tiny runs for tests
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        data["out_root"] = str(self.out_root)
+        return data
+
+
+def lr_factor(progress: float, warmup: float = 0.05) -> float:
+    """Linear warm-up then cosine to zero; ``progress`` in [0, 1] of epochs or of the time budget."""
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def batch_tensor(
+    views: CachedViews, idx: np.ndarray, spec: InputSpec, rng: np.random.Generator | None, jitter: float
+):
+    """Normalised float batch for ``idx``; augmented when ``rng`` is given."""
+    train = rng is not None
+    x, m = augment.random_crops(views.images[idx], views.masks[idx], spec.size, rng, train)
+    if train:
+        x, m = augment.geometric(x, m, rng)
+        if jitter > 0:
+            x = augment.stain_jitter(x, rng, jitter)
+    return augment.normalise(x, m, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked")
+
+
+def run_training(
+    model: nn.Module,
+    train_views: CachedViews,
+    calib_views: CachedViews,
+    config: TrainConfig,
+    checkpoint: Path,
+    log,
+) -> dict:
+    """Train ``model`` in place; returns the history. Resumes from ``checkpoint`` when asked and present."""
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or "pos_embedding" in name or "class_token" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    counts = np.bincount(train_views.labels, minlength=len(set(train_views.labels.tolist())))
+    weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    history: dict = {"epochs": [], "elapsed_s": 0.0}
+    start_epoch = 0
+    if config.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = state["history"]
+        start_epoch = len(history["epochs"])
+        rng = np.random.default_rng(config.seed + start_epoch)
+        log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    budget_s = config.minutes * 60 if config.minutes else None
+    steps_per_epoch = math.ceil(len(train_views.labels) / config.batch_size)
+    t0 = time.perf_counter() - history["elapsed_s"]
+    epoch = start_epoch
+    while True:
+        elapsed = time.perf_counter() - t0
+        if budget_s is not None and elapsed >= budget_s:
+            break
+        if budget_s is None and epoch >= config.epochs:
+            break
+        model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        for step, idx in enumerate(iter_batches(len(train_views.labels), config.batch_size, rng)):
+            if budget_s is not None:
+                progress = (time.perf_counter() - t0) / budget_s
+                if progress >= 1.0:
+                    break
+            else:
+                progress = (epoch + step / steps_per_epoch) / config.epochs
+            for group in opt.param_groups:
+                group["lr"] = config.lr * lr_factor(progress)
+            x = batch_tensor(train_views, idx, config.input, rng, config.stain_jitter)
+            y = torch.from_numpy(train_views.labels[idx])
+            logits, _, _ = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.item() * len(idx)
+        calib_acc = evaluate_views(model, calib_views, config.input)
+        epoch += 1
+        history["elapsed_s"] = time.perf_counter() - t0
+        history["epochs"].append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(total, 1),
+                "train_acc": correct / max(total, 1),
+                "calib_acc": calib_acc,
+                "elapsed_s": round(history["elapsed_s"], 1),
+            }
+        )
+        log(
+            f"epoch {epoch}: loss {loss_sum / max(total, 1):.4f} train_acc {correct / max(total, 1):.4f} "
+            f"calib_acc {calib_acc:.4f} ({history['elapsed_s']:.0f} s)"
+        )
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}, checkpoint
+        )
+    return history
+
+
+@torch.no_grad()
+def evaluate_views(model: nn.Module, views: CachedViews, spec: InputSpec, batch_size: int = 64) -> float:
+    if len(views.labels) == 0:
+        return float("nan")
+    model.eval()
+    correct = 0
+    for idx in iter_batches(len(views.labels), batch_size, None):
+        x = batch_tensor(views, idx, spec, None, 0.0)
+        correct += int((model(x)[0].argmax(1).numpy() == views.labels[idx]).sum())
+    return correct / len(views.labels)

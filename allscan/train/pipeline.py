@@ -1,0 +1,128 @@
+"""``allscan train``: data -> split -> training -> calibration -> ONNX + card in the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from allscan import __version__
+from allscan.models.card import FlagThresholds, ModelCard, sha256_file, write_card
+from allscan.pipeline.segment import SegmentParams
+from allscan.train import archs
+from allscan.train.calibrate import calibrate, forward_samples
+from allscan.train.data import cache_views, scan_class_folders, split_samples
+from allscan.train.export import export_onnx
+from allscan.train.loop import TrainConfig, run_training
+from allscan.train.ood import ExportNet
+
+CLASS_LABELS = {
+    "Benign": "Benign (hematogones)",
+    "Early": "Early Pre-B ALL",
+    "Pre": "Pre-B ALL",
+    "Pro": "Pro-B ALL",
+}
+
+
+def train_model(config: TrainConfig, log=print) -> Path:
+    """Train, calibrate and export; returns the model's folder in the store."""
+    torch.set_flush_denormal(
+        True
+    )  # denormal activations made eager CPU inference 30x slower (measurements.md)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    params = SegmentParams()
+    classes, samples = scan_class_folders(config.data_dir)
+    if config.limit_per_class:
+        samples = [
+            s
+            for c in range(len(classes))
+            for s in [x for x in samples if x.label == c][: config.limit_per_class]
+        ]
+    parts = split_samples(samples, config.split, config.seed)
+    log(
+        f"{len(samples)} images, classes {', '.join(classes)}; {config.split} split: "
+        + ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+    )
+    train_views = cache_views(parts["train"], config.input, params)
+    calib_views = cache_views(parts["calib"], config.input, params)
+    for path, reason in train_views.failed + calib_views.failed:
+        log(f"skipped {path}: {reason}")
+    torch.manual_seed(config.seed)  # initial weights follow --seed too, not only the batch order
+    net = archs.build(
+        config.arch,
+        len(classes),
+        image_size=config.input.size,
+        pretrained=config.pretrained,
+        **config.arch_options,
+    )
+    folder = Path(config.out_root) / config.name
+    checkpoint = folder / "checkpoints" / "last.pt"
+    history = run_training(net, train_views, calib_views, config, checkpoint, log)
+    log("calibrating on the calibration split through the inference preprocessing")
+    fwd_train = forward_samples(net, parts["train"], config.input, params)
+    fwd_calib = forward_samples(net, parts["calib"], config.input, params)
+    cal = calibrate(config.input, fwd_train, fwd_calib)
+    export = ExportNet(net, cal.ood_module).eval()
+    example = np.random.default_rng(0).normal(size=(4, 3, config.input.size, config.input.size))
+    onnx_path = folder / "model.onnx"
+    parity = export_onnx(export, onnx_path, config.input.size, example)
+    (folder / "split.json").write_text(
+        json.dumps(
+            {
+                "mode": config.split,
+                "seed": config.seed,
+                "data_dir": str(config.data_dir),
+                **{k: sorted(f"{classes[s.label]}/{s.path.name}" for s in v) for k, v in parts.items()},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    heatmap = (
+        "token CAM (patch tokens x head weights)" if config.arch.startswith("vit") else net.heatmap_method
+    )
+    card = ModelCard(
+        name=config.name,
+        architecture=config.arch,
+        classes=classes,
+        input=config.input,
+        outputs=("logits", "cam", "ood"),
+        heatmap_method=heatmap,
+        temperature=round(cal.temperature, 4),
+        flags=FlagThresholds(ood=round(cal.ood_threshold, 4), low_confidence=cal.low_confidence),
+        class_labels={c: CLASS_LABELS.get(c, c) for c in classes},
+        training={
+            "data": "ALL image dataset (Aria et al., 2021, DOI 10.34740/KAGGLE/DSV/2175623), all-pbs copy",
+            "command": f"allscan train {config.data_dir} --arch {config.arch} --name {config.name} ...",
+            "config": config.to_json(),
+            "split": {"mode": config.split, "seed": config.seed, **{k: len(v) for k, v in parts.items()}},
+            "history": history,
+            "pretrained": config.pretrained,
+            "onnx_parity_max_dp": parity,
+            "calibration": {
+                "accuracy": round(cal.calib_accuracy, 4),
+                "flag_rate": round(cal.calib_flag_rate, 4),
+                "ood": "max(feature Mahalanobis, colour Mahalanobis), each / its calib 95th percentile",
+            },
+            "environment": {
+                "allscan": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        },
+        onnx_sha256=sha256_file(onnx_path),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_card(card, folder / "card.json")
+    log(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity max |dp| {parity:.1e}")
+    return folder
+
+
+def with_input(config: TrainConfig, **changes) -> TrainConfig:
+    return replace(config, input=replace(config.input, **changes))
