@@ -22,9 +22,7 @@ def source_of(root: Path, image: str) -> Path | None:
     return root / image
 
 
-def thumb_jobs(
-    data: ReportData, roots: list[Path]
-) -> tuple[dict[Owner, Thumb], list[tuple[Owner, int, ThumbJob]]]:
+def thumb_jobs(data: ReportData, roots: list[Path]) -> tuple[dict[Owner, Thumb], list[tuple[Owner, int, ThumbJob]]]:
     """Thumbnail jobs for every image's original (found under one of the run's INPUTs) and for its heatmap."""
     folder = data.out_dir / THUMB_DIR
     index: dict[Owner, Thumb] = {}
@@ -39,9 +37,11 @@ def thumb_jobs(
             if cand is not None and cand.is_file():
                 root, src = i, cand
                 break
-        index[owner] = Thumb(key, 0, root)
+        dest = folder / f"{key}{IMAGE_SUFFIX}"
         if src is not None:
-            jobs.append((owner, 1, ThumbJob(src, folder / f"{key}{IMAGE_SUFFIX}", hint)))
+            jobs.append((owner, 1, ThumbJob(src, dest, hint)))
+        # Originals moved away (or a relative INPUT seen from another folder): keep the thumbnail made earlier.
+        index[owner] = Thumb(key, 1 if src is None and dest.is_file() else 0, root)
         if im.heatmap:
             jobs.append((owner, 2, ThumbJob(data.out_dir / im.heatmap, folder / f"{key}{HEAT_SUFFIX}", hint)))
     return index, jobs
