@@ -122,7 +122,7 @@ def doctor() -> None:
     """What this machine offers: GPUs, driver and CUDA, TensorRT, CUDA bindings, ONNX Runtime, usable
     engines."""
     from allscan.runtime.cuda import probe_cuda
-    from allscan.runtime.tensorrt import machine_info, tensorrt_status
+    from allscan.runtime.tensorrt import INSTALL_HINT, machine_info, tensorrt_status
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
     probe = probe_cuda(allow_nvidia_smi=True)
@@ -145,7 +145,7 @@ def doctor() -> None:
     for problem in probe.problems:
         console.print(f"  {problem}")
     version, problem = tensorrt_status()
-    console.print(f"TensorRT: {version}" if version else f"TensorRT: none ({problem})")
+    console.print(f"TensorRT: {version}" if version else f"TensorRT: none ({problem}; {INSTALL_HINT})")
     try:
         import onnxruntime as ort
 

@@ -37,7 +37,7 @@ from allscan.runtime.sidecar import (
     slug,
     write_sidecar,
 )
-from allscan.runtime.tensorrt import INSTALL_HINT, TensorRTRunner, import_tensorrt
+from allscan.runtime.tensorrt import INSTALL_HINT, TensorRTRunner, import_tensorrt, tensorrt_status
 
 if TYPE_CHECKING:
     import tensorrt as trt_t
@@ -218,11 +218,10 @@ def preflight(name: str) -> tuple[cuda.CudaProbe, Any]:
             f"run `allscan build-engine --model {name}` on a machine with an NVIDIA GPU, "
             "or use --backend onnxruntime"
         )
-    try:
-        trt = import_tensorrt()
-    except Exception as exc:  # noqa: BLE001
-        raise EngineBuildError(f"cannot build a TensorRT engine for {name!r}: {exc}; {INSTALL_HINT}") from exc
-    return probe, trt
+    version, problem = tensorrt_status()
+    if version is None:
+        raise EngineBuildError(f"cannot build a TensorRT engine for {name!r}: {problem}; {INSTALL_HINT}")
+    return probe, import_tensorrt()
 
 
 @dataclass(frozen=True)

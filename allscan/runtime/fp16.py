@@ -6,10 +6,12 @@ same arrays. Normalisation statistics stay FP32: LayerNorm's variance of a ViT's
 FP16 (x^2 > 65504 for |x| > 256) and softmax sums lose the small probabilities, so their ops are on the block
 list.
 
-Two defects of onnxconverter-common's converter are repaired here (both seen on the tiny test model): a graph
-input feeding several nodes gets its Cast node twice (ONNX Runtime refuses duplicate node names), and a graph
-output that is also consumed inside the graph keeps a stale FP16 ``value_info`` (type error on load).
-Intermediate type annotations are dropped and re-inferred."""
+Three defects of onnxconverter-common's converter, all seen on the tiny test model, are repaired here: a
+graph input feeding several nodes gets its Cast node twice (ONNX Runtime refuses duplicate node names); a
+graph output that is also consumed inside the graph keeps a stale FP16 ``value_info`` (type error on load);
+a graph output produced by a blocked (FP32) op is declared FP16 despite ``keep_io_types``. Outputs are cast
+back to float32 and intermediate type annotations are dropped and re-inferred.
+"""
 
 from __future__ import annotations
 
@@ -48,8 +50,26 @@ def block_list() -> list[str]:
     return sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS))
 
 
-def _repair(model: Any) -> Any:
+def _float_outputs_back(model: Any, float_outputs: set[str]) -> None:
+    """Give back float32 to graph outputs the converter turned FP16 (it does so when a blocked op feeds one)."""
+    from onnx import TensorProto, helper
+
+    for output in model.graph.output:
+        tensor_type = output.type.tensor_type
+        if output.name not in float_outputs or tensor_type.elem_type == TensorProto.FLOAT:
+            continue
+        inner = output.name + "_fp16"
+        for node in model.graph.node:
+            node.output[:] = [inner if o == output.name else o for o in node.output]
+            node.input[:] = [inner if i == output.name else i for i in node.input]
+        model.graph.node.append(helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT))
+        tensor_type.elem_type = TensorProto.FLOAT
+
+
+def _repair(model: Any, float_outputs: set[str]) -> Any:
     import onnx
+
+    _float_outputs_back(model, float_outputs)
 
     seen: set[bytes] = set()
     nodes = []
@@ -68,11 +88,13 @@ def _repair(model: Any) -> Any:
 
 def convert_model_fp16(model: Any, ops_fp32: Iterable[str] | None = None) -> Any:
     """An in-memory ONNX ModelProto converted to FP16 with float32 IO and ``ops_fp32`` kept in FP32."""
+    from onnx import TensorProto
     from onnxconverter_common import float16
 
     blocked = sorted(set(ops_fp32)) if ops_fp32 is not None else block_list()
+    float_outputs = {o.name for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.FLOAT}
     converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
-    return _repair(converted)
+    return _repair(converted, float_outputs)
 
 
 def convert_fp16(src: Path, dst: Path, ops_fp32: Iterable[str] | None = None) -> Path:
@@ -123,11 +145,7 @@ class Parity:
 
     @property
     def passed(self) -> bool:
-        return (
-            self.n_images > 0
-            and self.top1_agreement >= self.top1_min
-            and self.max_abs_dp <= self.max_dp_allowed
-        )
+        return self.n_images > 0 and self.top1_agreement >= self.top1_min and self.max_abs_dp <= self.max_dp_allowed
 
     def to_dict(self) -> dict[str, Any]:
         return {

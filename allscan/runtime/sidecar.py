@@ -153,11 +153,10 @@ def check_sidecar(
     Checked in the order a user fixes things: the model changed, then the machine (GPU, TensorRT), then the
     plan file itself (missing, truncated, altered). ``plan_dir`` None skips the file checks.
     """
-    rebuild = "rebuild it"
     if onnx_sha256 and sidecar.onnx_sha256 != onnx_sha256:
         return False, (
             f"engine was built from another model.onnx (sha256 {sidecar.onnx_sha256[:12]}, "
-            f"the store has {onnx_sha256[:12]}): {rebuild}"
+            f"the store has {onnx_sha256[:12]})"
         )
     if not (sidecar.parity.get("passed") or sidecar.forced):
         return False, "engine failed its parity check against ONNX Runtime and was not forced"
@@ -168,17 +167,17 @@ def check_sidecar(
     if sidecar.tensorrt_version != machine.tensorrt_version:
         return False, (
             f"engine built with TensorRT {sidecar.tensorrt_version}, "
-            f"this machine has {machine.tensorrt_version}: {rebuild}"
+            f"this machine has {machine.tensorrt_version}"
         )
     if sidecar.compute_capability != machine.compute_capability or sidecar.gpu_name != machine.gpu_name:
         return False, (
             f"engine built for {sidecar.gpu_name} (sm {sidecar.compute_capability}), this machine's GPU is "
-            f"{machine.gpu_name} (sm {machine.compute_capability}): {rebuild}"
+            f"{machine.gpu_name} (sm {machine.compute_capability})"
         )
     if plan_dir is not None:
         plan = plan_dir / sidecar.plan_file
         if not plan.is_file():
-            return False, f"plan file {sidecar.plan_file} missing: {rebuild}"
+            return False, f"plan file {sidecar.plan_file} missing"
         size = plan.stat().st_size
         if size != sidecar.plan_bytes:
             return (
@@ -211,9 +210,7 @@ def engine_statuses(model: StoredModel, machine: MachineInfo, verify_plan: bool 
     for stem in stems:
         plan, side = folder / (stem + PLAN_SUFFIX), folder / (stem + SIDECAR_SUFFIX)
         if side.suffix == SIDECAR_SUFFIX and not side.is_file():
-            out.append(
-                EngineStatus(plan, None, False, f"{plan.name}: sidecar missing, plan not trusted: rebuild it")
-            )
+            out.append(EngineStatus(plan, None, False, f"{plan.name}: sidecar missing, plan not trusted"))
             continue
         try:
             sidecar = read_sidecar(side)

@@ -47,12 +47,11 @@ def tensorrt_status() -> tuple[str | None, str]:
     try:
         trt = import_tensorrt()
     except ImportError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "not installed"
-        if isinstance(exc, ModuleNotFoundError) and exc.name == "tensorrt":
-            detail = "not installed"
-        return None, f"TensorRT is not usable here: {detail}; {INSTALL_HINT}"
+        if isinstance(exc, ModuleNotFoundError) or "None in sys.modules" in str(exc):
+            return None, "TensorRT is not installed"
+        return None, f"TensorRT is not usable: {str(exc).strip().splitlines()[0]}"
     except Exception as exc:  # noqa: BLE001 - a broken install raises OSError and friends on import
-        return None, f"TensorRT failed to import: {str(exc).strip().splitlines()[0]}; {INSTALL_HINT}"
+        return None, f"TensorRT failed to import: {str(exc).strip().splitlines()[0]}"
     return str(trt.__version__), ""
 
 
@@ -118,14 +117,11 @@ class TensorRTRunner(Runner):
         probe = cuda.probe_cuda()
         if not probe.usable:
             raise RunnerError(f"TensorRT needs a CUDA GPU: {probe.reason}; use --backend onnxruntime")
-        try:
-            trt = import_tensorrt()
-        except Exception as exc:  # noqa: BLE001
-            raise RunnerError(f"TensorRT is not usable here ({exc}); {INSTALL_HINT}") from exc
+        version, problem = tensorrt_status()
+        if version is None:
+            raise RunnerError(f"{problem}; {INSTALL_HINT}")
         if self.sidecar is not None:
-            machine = MachineInfo(
-                probe.devices[self.device].name, probe.devices[self.device].cc, trt.__version__
-            )
+            machine = MachineInfo(probe.devices[self.device].name, probe.devices[self.device].cc, version)
             usable, reason = check_sidecar(self.sidecar, machine, self.onnx_sha256, self.plan_path.parent)
             if not usable:
                 raise RunnerError(f"{self.plan_path.name}: {reason}; {self.fix}")
