@@ -135,23 +135,20 @@ def run(
         show_default=False,
     ),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name in the store (engines/)."),
-    out: Path = typer.Option(
-        Path("allscan-results"), "--out", "-o", help="Folder for tables, heatmaps, journal."
-    ),
-    backend: Backend = typer.Option(
-        Backend.auto, "--backend", help="auto: TensorRT when usable, else ONNX Runtime."
-    ),
+    out: Path = typer.Option(Path("allscan-results"), "--out", "-o", help="Folder for tables, heatmaps, journal."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="auto: TensorRT when usable, else ONNX Runtime."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Model inputs per runner call."),
     heatmaps: Heatmaps = typer.Option(
         Heatmaps.flagged,
         "--heatmaps",
         help="Heatmap PNGs for all images, only flagged (non-Benign or any flag).",
     ),
-    resume: bool = typer.Option(
-        True, "--resume/--no-resume", help="Reuse journaled results of unchanged images."
-    ),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse journaled results of unchanged images."),
     workers: int | None = typer.Option(
-        None, "--workers", min=0, help="Decode/segment processes (default: CPU cores; 0: in this process)."
+        None,
+        "--workers",
+        min=0,
+        help="Decode/segment processes (default: CPU cores, none for runs of up to 64 images; 0: in this process).",
     ),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS,

@@ -52,6 +52,9 @@ from allscan.runtime.base import RunnerError
 from allscan.runtime.select import select_runner
 
 HEATMAP_MODES = ("all", "flagged", "none")
+# With the default --workers, runs of up to this many images decode in the main process: starting worker
+# processes (seconds on a busy machine) costs more than it saves.
+SMALL_RUN = 64
 STAGES = ("decode", "segment", "preprocess", "infer", "heatmap", "write")
 # Errors that may go away without the file changing (fixed permissions, a remounted share): retried every run.
 _TRANSIENT = (
@@ -91,7 +94,7 @@ class RunConfig:
     batch_size: int = 16
     heatmaps: str = "flagged"
     resume: bool = True
-    workers: int | None = None  # None: os.cpu_count(); 0: decode and segment in this process
+    workers: int | None = None  # None: os.cpu_count() (in-process for small runs); 0: in this process
     max_pixels: int = DEFAULT_MAX_PIXELS
     report: bool = True
     engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
@@ -108,7 +111,7 @@ class RunConfig:
             "batch_size": self.batch_size,
             "heatmaps": self.heatmaps,
             "resume": self.resume,
-            "workers": self.resolved_workers,
+            "workers": self.workers,  # None: the default (CPU cores; in-process for small runs)
             "max_pixels": self.max_pixels,
             "report": self.report,
         }
@@ -134,6 +137,7 @@ class RunSummary:
     n_reused: int = 0  # taken from the journal
     n_flagged: int = 0
     n_slides: int = 0
+    workers_used: int = 0  # decode/segment processes this run started (0: in the main process)
     per_class: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -266,9 +270,7 @@ def _process(
         config.log(f"backend {choice.reason}")
     finisher = _Finisher(card, config.out, config.heatmaps, journal)
     timings = finisher.timings
-    settings = PrepareSettings(
-        spec=card.input, max_pixels=config.max_pixels, keep_image=config.heatmaps != "none"
-    )
+    settings = PrepareSettings(spec=card.input, max_pixels=config.max_pixels, keep_image=config.heatmaps != "none")
     done = errors = 0
 
     def note(n_errors: int = 0) -> None:
@@ -297,7 +299,9 @@ def _process(
                 journal.commit()
                 timings["write"] += time.perf_counter() - t0
 
-        stream = prepared_stream(journal.iter_todo(), settings, config.resolved_workers)
+        workers = 0 if config.workers is None and total <= SMALL_RUN else config.resolved_workers
+        summary.workers_used = workers
+        stream = prepared_stream(journal.iter_todo(), settings, workers)
         with closing(stream):
             for item in stream:
                 for stage in ("decode", "segment", "preprocess"):
@@ -388,6 +392,7 @@ def _write_run_json(
         "backend_reason": summary.backend_reason,
         "precision": summary.precision,
         "args": config.args(),
+        "workers_used": summary.workers_used,
         "counts": {
             "images": summary.n_images,
             "ok": summary.n_ok,
@@ -427,9 +432,7 @@ def run_batch(config: RunConfig) -> RunSummary:
     except OSError as exc:
         raise RunError(f"cannot write to --out {config.out}: {exc.strerror or exc}") from None
     card = model.card
-    summary = RunSummary(
-        out_dir=config.out, model_id=card.model_id, backend="", backend_reason="", precision=""
-    )
+    summary = RunSummary(out_dir=config.out, model_id=card.model_id, backend="", backend_reason="", precision="")
     timings = dict.fromkeys(STAGES, 0.0)
     journal = Journal(config.out, card.model_id, _config_key(config))
     try:
