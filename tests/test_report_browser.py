@@ -112,6 +112,7 @@ def test_report_in_chromium(run_out: Path, tmp_path: Path) -> None:
             page.wait_for_function("document.querySelectorAll('tbody.slide:not([hidden])').length === 5")
 
             page.locator("tbody.slide").nth(1).locator("summary").click()  # the first is still open
+            page.evaluate("window.scrollTo(0, 0)")  # the filter bar is sticky: keep it at the top of the shot
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'report.png'}")
         finally:
