@@ -35,32 +35,37 @@ def validation_images(model: StoredModel) -> list[Path]:
     if listed:
         return [p if p.is_absolute() else model.folder / p for p in map(Path, listed)]
     root = REPO / "sample_images"
-    if not root.is_dir():
-        return []
+    return _image_files(root) if root.is_dir() else []
+
+
+def _image_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
 
-def validation_batches(model: StoredModel, batch_size: int) -> list[np.ndarray]:
-    """Model inputs of the validation images, exactly as ``allscan run`` makes them, in batches."""
+def validation_batches(model: StoredModel, batch_size: int, images: list[Path] | None = None) -> list[np.ndarray]:
+    """Model inputs of the validation images, exactly as ``allscan run`` makes them, in batches.
+
+    Without ``images``: the card's or ``sample_images/``, capped at MAX_VALIDATION_INPUTS inputs.
+    """
     from allscan.io.images import ImageReadError, decode_image
     from allscan.pipeline.model_input import model_inputs
     from allscan.pipeline.segment import segment
 
+    cap = MAX_VALIDATION_INPUTS if images is None else None
     inputs: list[np.ndarray] = []
-    for path in validation_images(model):
+    for path in validation_images(model) if images is None else images:
         try:
             bgr = decode_image(path).bgr
         except ImageReadError:
             continue
         inputs.extend(model_inputs(bgr, segment(bgr), model.card.input))
-        if len(inputs) >= MAX_VALIDATION_INPUTS:
+        if cap and len(inputs) >= cap:
             break
-    inputs = inputs[:MAX_VALIDATION_INPUTS]
+    inputs = inputs[:cap]
     return [np.stack(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
 
 
@@ -71,9 +76,7 @@ def build_engine_cmd(
     max_batch: int = typer.Option(64, "--max-batch", help="Largest batch the engine accepts."),
     opt_batch: int = typer.Option(None, "--opt-batch", help="Batch size TensorRT tunes for (default 16)."),
     workspace_gb: float = typer.Option(4.0, "--workspace-gb", help="Builder workspace limit in GiB."),
-    force: bool = typer.Option(
-        False, "--force", help="Install the engine even if it fails the parity check."
-    ),
+    force: bool = typer.Option(False, "--force", help="Install the engine even if it fails the parity check."),
 ) -> None:
     """Compile a model into a TensorRT FP16 engine for this GPU, check it against ONNX Runtime, install it."""
     from allscan.runtime.engine_build import BuildOptions, EngineBuildError, build_engine, preflight
@@ -102,6 +105,39 @@ def build_engine_cmd(
         if not result.installed:
             worst = max(worst, 1)
     raise typer.Exit(worst)
+
+
+@app.command("fp16-check", hidden=True)
+def fp16_check_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model whose FP16 ONNX to check."),
+    images: list[Path] = typer.Option(None, "--images", help="Image files or folders (default: sample_images/)."),
+    limit: int = typer.Option(0, "--limit", help="Evenly spaced subset of at most this many images (0: all)."),
+) -> None:
+    """FP16 ONNX vs FP32 on ONNX Runtime CPU: top-1 agreement and max |delta p| (no GPU needed)."""
+    import tempfile
+
+    from allscan.runtime.fp16 import compare_onnx, convert_fp16
+
+    try:
+        stored = load_model(model)
+    except ModelStoreError as exc:
+        raise _fail(str(exc)) from None
+    files: list[Path] = []
+    for item in images or []:
+        files.extend(_image_files(item) if item.is_dir() else [item])
+    files = files or validation_images(stored)
+    if 1 < limit < len(files):
+        files = [files[round(i * (len(files) - 1) / (limit - 1))] for i in range(limit)]
+    batches = validation_batches(stored, 16, files)
+    if not batches:
+        raise _fail("no images to compare on")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp16 = convert_fp16(stored.onnx_path, Path(tmp) / "model.fp16.onnx")
+        parity = compare_onnx(stored.onnx_path, fp16, batches, stored.card.temperature)
+    typer.echo(f"{model}: {len(files)} images, {parity.line()}, mean |dp| {parity.mean_abs_dp:.2e}")
+    for note in parity.notes:
+        typer.echo(f"  {note}")
+    raise typer.Exit(0 if parity.passed else 1)
 
 
 def _engines_cell(model: StoredModel, machine: Any) -> str:
@@ -139,9 +175,7 @@ def doctor() -> None:
         f"CUDA runtime: {probe.runtime_version or 'unknown'}"
         f" (via {probe.source})"
     )
-    console.print(
-        f"CUDA bindings: {', '.join(probe.bindings) or 'none'} (pycuda preferred, cuda-python fallback)"
-    )
+    console.print(f"CUDA bindings: {', '.join(probe.bindings) or 'none'} (pycuda preferred, cuda-python fallback)")
     for problem in probe.problems:
         console.print(f"  {problem}")
     version, problem = tensorrt_status()
