@@ -118,9 +118,7 @@ def _probe_cudart() -> CudaProbe:
     for index in range(count):
         prop = check_cudart(cudart, cudart.cudaGetDeviceProperties(index))
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        devices.append(
-            GpuInfo(index, name.strip("\x00 "), (prop.major, prop.minor), int(prop.totalGlobalMem))
-        )
+        devices.append(GpuInfo(index, name.strip("\x00 "), (prop.major, prop.minor), int(prop.totalGlobalMem)))
     driver = check_cudart(cudart, cudart.cudaDriverGetVersion())
     runtime = check_cudart(cudart, cudart.cudaRuntimeGetVersion())
     return CudaProbe(tuple(devices), _version_str(driver), _version_str(runtime), "cuda-python")
@@ -160,9 +158,7 @@ def parse_nvidia_smi(text: str) -> CudaProbe | None:
         driver = parts[4]
     if not devices:
         return None
-    return CudaProbe(
-        tuple(devices), None, None, "nvidia-smi", problems=(f"driver {driver}",) if driver else ()
-    )
+    return CudaProbe(tuple(devices), None, None, "nvidia-smi", problems=(f"driver {driver}",) if driver else ())
 
 
 def probe_cuda(allow_nvidia_smi: bool = False) -> CudaProbe:
@@ -192,9 +188,7 @@ def probe_cuda(allow_nvidia_smi: bool = False) -> CudaProbe:
     if allow_nvidia_smi:
         smi = _probe_nvidia_smi()
         if smi is not None:
-            return CudaProbe(
-                smi.devices, None, None, "nvidia-smi", tuple(bindings), tuple(problems) + smi.problems
-            )
+            return CudaProbe(smi.devices, None, None, "nvidia-smi", tuple(bindings), tuple(problems) + smi.problems)
     return CudaProbe(bindings=tuple(bindings), problems=tuple(problems))
 
 
@@ -322,7 +316,13 @@ class PycudaBackend:
         stream.raw.wait_for_event(event.raw)
 
     def close(self) -> None:
-        self._pinned.clear()  # pycuda frees page-locked memory with the arrays
+        # Free page-locked memory while the context is current, rather than whenever the arrays are collected.
+        with contextlib.suppress(Exception), self.scope():
+            for array in self._pinned:
+                base = getattr(array, "base", None)
+                if base is not None and hasattr(base, "free"):
+                    base.free()
+        self._pinned.clear()
         with contextlib.suppress(Exception):
             self.context.detach()
 
@@ -459,16 +459,12 @@ class CudartBackend:
     def htod_async(self, dst: DeviceBuffer, src: np.ndarray, stream: Stream) -> None:
         assert isinstance(stream, _CudartStream) and src.flags.c_contiguous and src.nbytes <= dst.nbytes
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check_cudart(
-            self.cudart, self.cudart.cudaMemcpyAsync(dst.ptr, src.ctypes.data, src.nbytes, kind, stream.raw)
-        )
+        check_cudart(self.cudart, self.cudart.cudaMemcpyAsync(dst.ptr, src.ctypes.data, src.nbytes, kind, stream.raw))
 
     def dtoh_async(self, dst: np.ndarray, src: DeviceBuffer, stream: Stream) -> None:
         assert isinstance(stream, _CudartStream) and dst.flags.c_contiguous and dst.nbytes <= src.nbytes
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check_cudart(
-            self.cudart, self.cudart.cudaMemcpyAsync(dst.ctypes.data, src.ptr, dst.nbytes, kind, stream.raw)
-        )
+        check_cudart(self.cudart, self.cudart.cudaMemcpyAsync(dst.ctypes.data, src.ptr, dst.nbytes, kind, stream.raw))
 
     def wait_event(self, stream: Stream, event: Event) -> None:
         assert isinstance(stream, _CudartStream) and isinstance(event, _CudartEvent)
