@@ -30,7 +30,5 @@ def store_metrics(model_name: str, split: str, metrics: dict) -> None:
         entry["foreign"] = {k: v for k, v in metrics["foreign"].items() if k != "dir"}
         entry["foreign"]["dataset"] = "bccd (another lab, no leukemia)"
     key = f"{model.card.training.get('split', {}).get('mode', 'blocked')}_{split}"
-    updated = dataclasses.replace(
-        model.card, metrics={**model.card.metrics, key: json.loads(json.dumps(entry))}
-    )
+    updated = dataclasses.replace(model.card, metrics={**model.card.metrics, key: json.loads(json.dumps(entry))})
     write_card(updated, model.folder / "card.json")

@@ -39,10 +39,11 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc = math.nan
     if ok.sum() and len(np.unique(y_true[ok])) == len(classes):
-        scores = probs[ok] / probs[ok].sum(
-            axis=1, keepdims=True
-        )  # the CSV's rounding breaks the exact sum of 1
-        auc = float(roc_auc_score(y_true[ok], scores, multi_class="ovr", labels=labels))
+        scores = probs[ok] / probs[ok].sum(axis=1, keepdims=True)  # the CSV's rounding breaks the exact sum of 1
+        if len(classes) == 2:
+            auc = float(roc_auc_score(y_true[ok], scores[:, 1]))
+        else:
+            auc = float(roc_auc_score(y_true[ok], scores, multi_class="ovr", labels=labels))
     unflagged = ok & ~flagged
     result = {
         "n_images": int(len(rows)),
@@ -57,9 +58,7 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "confusion_matrix_labels": list(classes),
         "flag_rate": float(flagged[ok].mean()) if ok.any() else math.nan,
-        "accuracy_unflagged": float((y_pred[unflagged] == y_true[unflagged]).mean())
-        if unflagged.any()
-        else math.nan,
+        "accuracy_unflagged": float((y_pred[unflagged] == y_true[unflagged]).mean()) if unflagged.any() else math.nan,
         "cell_focus": float(np.nanmean(focus)) if np.isfinite(focus).any() else math.nan,
     }
     return result
@@ -85,7 +84,5 @@ def foreign_metrics(rows: list[dict[str, str]], benign: str = "Benign") -> dict:
         "share_benign_or_flagged": benign_or_flagged / n,
         "share_leukemia_unflagged": leukemia_unflagged / n,
         "flag_reasons": reasons,
-        "label_counts": {
-            label: sum(r["label"] == label for r in ok) for label in sorted({r["label"] for r in ok})
-        },
+        "label_counts": {label: sum(r["label"] == label for r in ok) for label in sorted({r["label"] for r in ok})},
     }

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def write_plots(
-    rows: list[dict[str, str]], classes: Sequence[str], truth: Sequence[str], metrics: dict, out: Path
-):
+def write_plots(rows: list[dict[str, str]], classes: Sequence[str], truth: Sequence[str], metrics: dict, out: Path):
     import matplotlib
 
     matplotlib.use("Agg")
