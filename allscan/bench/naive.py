@@ -3,9 +3,9 @@
 One image at a time: PIL open, torchvision ``Resize -> ToTensor -> Normalize``, the same network in torch
 eager at batch 1, softmax and argmax. The network is the model's architecture from ``allscan.train.archs``
 with the card's options, and its checkpoint's weights when one is shipped (``checkpoints/last.pt``),
-otherwise random weights: the speed is what is measured. torch gets as many threads as ONNX Runtime, and
-denormal flushing on (random or lightly trained weights otherwise make eager CPU inference up to 30x slower,
-see measurements.md), so the baseline is the notebooks at their best, not a straw man.
+otherwise random weights: the speed is what is measured. torch gets 1 thread or as many as ONNX Runtime,
+whichever is faster here, and denormal flushing on (random or lightly trained weights otherwise make eager CPU
+inference up to 30x slower, see measurements.md), so the baseline is the notebooks at their best.
 
 torch, torchvision and Pillow are optional (the light install has none of them): :func:`measure_naive` then
 returns the reason it was skipped.
@@ -14,6 +14,7 @@ returns the reason it was skipped.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def build_network(model: StoredModel) -> tuple[Any, str]:
     return net.eval(), weights
 
 
-def measure_naive(model: StoredModel, images: list[Path], threads: int, reps: int) -> NaiveResult:
+def measure_naive(model: StoredModel, images: list[Path], max_threads: int, reps: int) -> NaiveResult:
     reason = missing_dependency()
     if reason:
         return NaiveResult(ips=None, skipped=reason)
@@ -66,7 +67,6 @@ def measure_naive(model: StoredModel, images: list[Path], threads: int, reps: in
     from torchvision import transforms
 
     torch.set_flush_denormal(True)
-    torch.set_num_threads(threads)
     try:
         net, weights = build_network(model)
     except (ValueError, KeyError, RuntimeError) as exc:
@@ -87,12 +87,29 @@ def measure_naive(model: StoredModel, images: list[Path], threads: int, reps: in
         logits = out[0] if isinstance(out, tuple) else out
         return int(torch.softmax(logits, dim=1).argmax(dim=1).item())
 
-    for path in images[:2]:  # warm-up: first calls allocate
-        classify(path)
-
-    def one_rep() -> None:
-        for path in images:
+    def one_rep(paths: list[Path]) -> None:
+        for path in paths:
             classify(path)
 
-    rates = [rate(len(images), timed(one_rep)[0]) for _ in range(reps)]
+    threads = _fastest_threads(lambda: one_rep(images[:4]), max_threads)
+    rates = [rate(len(images), timed(lambda: one_rep(images))[0]) for _ in range(reps)]
     return NaiveResult(ips=median(rates), weights=weights, threads=threads)
+
+
+def _fastest_threads(trial: Callable[[], None], max_threads: int) -> int:
+    """Set torch to 1 or ``max_threads`` threads, whichever classifies faster here, and return it.
+
+    Why: on a busy machine torch's OpenMP threads wait for each other at every barrier, and two threads can be
+    fifty times slower than one; the baseline must be the notebooks at their best, not a victim of the load.
+    """
+    import torch
+
+    best, best_s = 1, float("inf")
+    for n in sorted({1, max(1, max_threads)}):
+        torch.set_num_threads(n)
+        trial()  # warm-up: first calls allocate
+        seconds, _ = timed(trial)
+        if seconds < best_s:
+            best, best_s = n, seconds
+    torch.set_num_threads(best)
+    return best

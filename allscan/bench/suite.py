@@ -109,9 +109,7 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
         log(f"{len(used)} images from {source}; model {model.card.model_id}; {workers} workers")
         imageset.warm_page_cache(sorted({p.resolve() for p in used}))
 
-        def pipe(
-            out: str, heatmaps: bool = True, n_workers: int = workers, folder: Path = pipeline_dir
-        ) -> PipelineRun:
+        def pipe(out: str, heatmaps: bool = True, n_workers: int = workers, folder: Path = pipeline_dir) -> PipelineRun:
             return run_once(
                 folder,
                 tmp / out,
@@ -127,9 +125,7 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
         pipe("warmup", folder=imageset.materialise(images, plan.warmup_images, tmp / "warmup-images"))
 
         log("runner alone on pre-made batches")
-        bare = measure_bare(
-            model, pipeline_dir, config.backend, config.batch_size, plan.bare_batches, plan.reps
-        )
+        bare = measure_bare(model, pipeline_dir, config.backend, config.batch_size, plan.bare_batches, plan.reps)
 
         on: list[PipelineRun] = []
         off: list[PipelineRun] = []
@@ -189,6 +185,7 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
         "naive_ips": naive.ips,
         "naive_skipped": naive.skipped or None,
         "naive_weights": naive.weights or None,
+        "naive_torch_threads": naive.threads or None,
         "ratio_pipeline_bare": pipeline_ips / bare.ips if bare.ips > 0 else None,
         "ratio_pipeline_naive": pipeline_ips / naive.ips if naive.ips else None,
         "stages_ms": stages,
@@ -220,9 +217,7 @@ def run_bench(config: BenchConfig, log: Log = lambda _m: None) -> dict[str, Any]
         "gpu": system.gpu_name(),
         "quick": config.quick,
         "repetitions": plan.reps,
-        "warnings": [
-            f"{r.errors} images failed in a timed run (their rows say why)" for r in on + off if r.errors
-        ],
+        "warnings": [f"{r.errors} images failed in a timed run (their rows say why)" for r in on + off if r.errors],
         "load_average": f"{load_start} at start, {system.load_average()} at end (1-minute)",
     }
     result["bench_wall_s"] = time.perf_counter() - started

@@ -9,11 +9,7 @@ QUICK_LIMIT_S = 60.0
 
 
 def _target(value: float | None, op: str, limit: float, note: str = "") -> dict[str, Any]:
-    met = (
-        None
-        if value is None
-        else (value >= limit if op == ">=" else value <= limit if op == "<=" else value < limit)
-    )
+    met = None if value is None else (value >= limit if op == ">=" else value <= limit if op == "<=" else value < limit)
     return {"value": value, "target": f"{op} {limit:g}", "met": met, "note": note}
 
 
@@ -32,9 +28,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     targets = {
         "ratio_pipeline_bare": _target(result["ratio_pipeline_bare"], ">=", 0.85),
         "ratio_pipeline_naive": _target(result["ratio_pipeline_naive"], ">=", 10.0),
-        "heatmap_cost_share": _target(
-            heat_e2e, "<=", 0.15, "1 - pipeline_ips / pipeline_ips_no_heatmaps (end to end)"
-        ),
+        "heatmap_cost_share": _target(heat_e2e, "<=", 0.15, "1 - pipeline_ips / pipeline_ips_no_heatmaps (end to end)"),
         "rss_growth_10x": _target(
             (result["rss_ratio_10x_1x"] - 1.0) if result["rss_ratio_10x_1x"] else None,
             "<=",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,7 @@ def _tables(result: dict[str, Any]) -> list[Table]:
     stages.add_column("measured as")
     for stage, ms in result["stages_ms"].items():
         how = (
-            "CPU time summed over workers"
-            if stage in ("decode", "segment", "preprocess")
-            else "main-process wall time"
+            "CPU time summed over workers" if stage in ("decode", "segment", "preprocess") else "main-process wall time"
         )
         stages.add_row(stage, f"{ms:.2f}", how)
     stages.add_row("whole pipeline", f"{result['pipeline_ms_per_image']:.2f}", "1000 / pipeline_ips")
@@ -96,9 +95,7 @@ def bench(
     ),
     backend: Backend = typer.Option(Backend.auto, "--backend", help="Runner backend, as for allscan run."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Model inputs per runner call."),
-    workers: int | None = typer.Option(
-        None, "--workers", min=0, help="Decode/segment processes (default: CPU cores)."
-    ),
+    workers: int | None = typer.Option(None, "--workers", min=0, help="Decode/segment processes (default: CPU cores)."),
     quick: bool = typer.Option(
         False, "--quick", help="32 images, one repetition, small memory runs: a check, not a measurement."
     ),
@@ -123,8 +120,14 @@ def bench(
         print(f"allscan bench: error: --images is not a folder: {images}", file=sys.stderr)
         raise typer.Exit(2)
     try:
-        with console.status("benchmarking") as status:
-            result = run_bench(config, log=lambda m: status.update(f"benchmarking: {m}"))
+        if console.is_terminal:
+            with console.status("benchmarking") as status:
+                result = run_bench(config, log=lambda m: status.update(f"benchmarking: {m}"))
+        else:  # a log file: one timestamped line per step
+            started = time.monotonic()
+            result = run_bench(
+                config, log=lambda m: print(f"allscan bench: {time.monotonic() - started:5.0f} s {m}", flush=True)
+            )
     except (ModelStoreError, RunError, RunnerError, ValueError) as exc:
         print(f"allscan bench: error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
