@@ -22,10 +22,10 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 def masked_image(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> np.ndarray:
     """The image with everything but the (slightly grown) white-cell mask replaced by ``spec.mask_fill``."""
     grow = int(round(spec.mask_dilate_frac * min(bgr.shape[:2])))
-    keep = _grow(seg.mask, grow).astype(bool)
+    keep = _grow(seg.mask, grow)
     out = np.empty_like(bgr)
     out[:] = np.array(spec.mask_fill[::-1], dtype=np.uint8)  # mask_fill is RGB, the image BGR
-    out[keep] = bgr[keep]
+    cv2.copyTo(bgr, keep, out)  # the masked copy in C: boolean indexing was half of this function's time
     return out
 
 

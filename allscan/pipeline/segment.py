@@ -124,11 +124,12 @@ def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarr
         return cv2.connectedComponents(mask, connectivity=8)[1].astype(np.int32)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     n, comp = cv2.connectedComponents(mask, connectivity=8)
-    peaks = np.zeros(mask.shape, dtype=np.uint8)
-    for k in range(1, n):
-        region = comp == k
-        dmax = float(dist[region].max())
-        peaks[region & (dist >= params.peak_frac * dmax)] = 1
+    # Each component's peak distance in one pass over the image (not one full-image mask per component), then
+    # every pixel compared with its own component's threshold, rounded to float32 as the comparison always was.
+    dmax = np.zeros(n, dtype=np.float32)
+    np.maximum.at(dmax, comp.ravel(), dist.ravel())
+    threshold = (params.peak_frac * dmax.astype(np.float64)).astype(np.float32)
+    peaks = ((comp > 0) & (dist >= threshold[comp])).astype(np.uint8)
     n_markers, markers = cv2.connectedComponents(peaks, connectivity=8)
     markers = markers.astype(np.int32) + 1  # 1 = sure background
     unknown = (mask > 0) & (peaks == 0)
@@ -140,27 +141,53 @@ def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarr
     return labels.astype(np.int32)
 
 
+def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each label present (ascending, at least one): id, pixel count, box (y0, y1, x0, x1 inclusive),
+    and the sums of its pixels' x and y, all in one sorted pass instead of one full-image mask per label."""
+    ys, xs = np.nonzero(labels)
+    values = labels[ys, xs]
+    order = np.argsort(values, kind="stable")
+    values, ys, xs = values[order], ys[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return (
+        values[starts],
+        np.diff(np.r_[starts, values.size]),
+        np.minimum.reduceat(ys, starts),
+        np.maximum.reduceat(ys, starts),
+        np.minimum.reduceat(xs, starts),
+        np.maximum.reduceat(xs, starts),
+        np.add.reduceat(xs.astype(np.int64), starts),
+        np.add.reduceat(ys.astype(np.int64), starts),
+    )
+
+
 def _measure(labels: np.ndarray, hsv: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, list[Cell]]:
-    area_total = labels.shape[0] * labels.shape[1]
+    """Keep cells of plausible size and measure them, each within its own box (one pass finds all boxes)."""
+    height, width = labels.shape
+    area_total = height * width
     min_area = params.min_area_frac * area_total
     max_area = params.max_area_frac * area_total
     out = np.zeros_like(labels)
     cells: list[Cell] = []
-    ids = np.unique(labels)
-    for k in ids[ids > 0]:
-        region = (labels == k).astype(np.uint8)
-        area = int(region.sum())
+    if not labels.any():
+        return out, cells
+    ids, counts, y0s, y1s, x0s, x1s, xsums, ysums = _label_boxes(labels)
+    for j, k in enumerate(ids):
+        area = int(counts[j])
         if area < min_area or area > max_area:
             continue
-        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        # The box plus a 1-pixel margin, with the contour offset back: traced exactly as on the whole image.
+        cy0, cy1 = max(0, int(y0s[j]) - 1), min(height, int(y1s[j]) + 2)
+        cx0, cx1 = max(0, int(x0s[j]) - 1), min(width, int(x1s[j]) + 2)
+        region = (labels[cy0:cy1, cx0:cx1] == k).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(cx0, cy0))
         contour = max(contours, key=cv2.contourArea)
         x, y, w, h = cv2.boundingRect(contour)
         perimeter = float(cv2.arcLength(contour, True))
         circularity = float(4 * np.pi * area / perimeter**2) if perimeter > 0 else 0.0
-        mean_h, mean_s, mean_v = (float(c) for c in cv2.mean(hsv, mask=region)[:3])
-        moments = cv2.moments(region, binaryImage=True)
+        mean_h, mean_s, mean_v = (float(c) for c in cv2.mean(hsv[cy0:cy1, cx0:cx1], mask=region)[:3])
         cid = len(cells) + 1
-        out[region > 0] = cid
+        out[cy0:cy1, cx0:cx1][region > 0] = cid
         cells.append(
             Cell(
                 cell_id=cid,
@@ -176,8 +203,8 @@ def _measure(labels: np.ndarray, hsv: np.ndarray, params: SegmentParams) -> tupl
                 mean_s=round(mean_s, 2),
                 mean_v=round(mean_v, 2),
                 nucleus_share=round(area / float(w * h), 4),
-                centroid_x=round(moments["m10"] / moments["m00"], 2),
-                centroid_y=round(moments["m01"] / moments["m00"], 2),
+                centroid_x=round(float(xsums[j]) / area, 2),  # = moments m10 / m00, exactly
+                centroid_y=round(float(ysums[j]) / area, 2),
             )
         )
     return out, cells
