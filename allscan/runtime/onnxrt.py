@@ -29,6 +29,8 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads otherwise spin and take the cores that decode/segment workers need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
