@@ -33,7 +33,7 @@ def pearson(u: torch.Tensor, v: torch.Tensor) -> float:
 
 
 def autograd_gradcam(
-    net: torch.nn.Module, feature_module: torch.nn.Module, x: torch.Tensor
+    net: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], feature_module: torch.nn.Module, x: torch.Tensor
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """(net outputs, Grad-CAM [N,C,h,w]) with the gradient taken at ``feature_module``'s output."""
     kept: list[torch.Tensor] = []
@@ -98,7 +98,9 @@ def test_gap_cam_equals_gradcam(case: str) -> None:
     net = settle_batchnorm(archs.build(arch, 4, image_size=size, **options), size)
     assert isinstance(net, archs.GapNet)
     x = torch.randn(2, 3, size, size)
-    (logits, cam, pooled), gradcam = autograd_gradcam(net, net.backbone, x)
+    # The ViT's drawn map is rollout-propagated (tested below); its token CAM, the GAP-form forward, is tested here.
+    forward = (lambda inp: archs.GapNet.forward(net, inp)) if isinstance(net, archs.VitNet) else net
+    (logits, cam, pooled), gradcam = autograd_gradcam(forward, net.backbone, x)
     h, w = cam.shape[2:]
     # The head is linear on the spatial mean, so dy_c/dA[d,u,v] = W_cd / (h*w) at every pixel: Grad-CAM's
     # weights are W_c / (h*w), and Grad-CAM = (cam_c - b_c) / (h*w). The in-graph CAM adds the bias b_c to
@@ -153,3 +155,33 @@ def test_mlp_head_archs_reachable_through_build() -> None:
     assert net.fc3.out_features == 3
     with pytest.raises(ValueError):
         build_mlp_head_net("resnet18", 3, pretrained=False)
+
+
+@pytest.mark.parametrize("conv_stem", [True, False])
+def test_vit_rollout_uses_torchs_own_attention(conv_stem: bool) -> None:
+    """The in-graph attention weights equal nn.MultiheadAttention's (need_weights=True), the trunk's tokens equal
+    torchvision's encoder, and the drawn map is token CAM carried through the rollout of those weights."""
+    size = 64
+    net = archs.build("vit", 4, image_size=size, vit_dim=32, vit_depth=3, vit_heads=4, vit_patch=8, conv_stem=conv_stem)
+    net.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        fmap, rollout = net.backbone.tokens_and_rollout(x)
+        torch.testing.assert_close(fmap, net.backbone(x))
+        encoder = net.backbone.vit.encoder
+        t = net.backbone._tokens(x) + encoder.pos_embedding
+        expected = torch.eye(t.shape[1]).expand(2, -1, -1)
+        for block in encoder.layers:
+            y = block.ln_1(t)
+            _, weights = block.self_attention(y, y, y, need_weights=True, average_attn_weights=True)
+            torch.testing.assert_close(archs.attention_weights(block, t), weights, rtol=1e-5, atol=1e-6)
+            a = 0.5 * weights + 0.5 * torch.eye(t.shape[1])
+            expected = (a / a.sum(-1, keepdim=True)) @ expected
+            t = block(t)
+        torch.testing.assert_close(rollout, expected[:, 1:, 1:], rtol=1e-5, atol=1e-6)
+        logits, cam, _ = net(x)
+        scores = net.token_cam(fmap)
+        torch.testing.assert_close(scores.mean(dim=(2, 3)), logits, rtol=1e-5, atol=1e-5)
+        g = scores.shape[-1]
+        manual = torch.einsum("nci,nij->ncj", scores.flatten(2), expected[:, 1:, 1:]).reshape(2, 4, g, g)
+        torch.testing.assert_close(cam, manual, rtol=1e-4, atol=1e-5)

@@ -29,7 +29,7 @@ def class_map(
     shape: tuple[int, int],
     boxes: Sequence[tuple[int, int, int, int]] | None = None,
 ) -> np.ndarray:
-    """The ReLU'd map of ``class_index`` at image resolution, scaled to [0, 1] (float32 ``shape``).
+    """The ReLU'd map of ``class_index`` at image resolution, min-max scaled to [0, 1] (float32 ``shape``).
 
     ``cam`` is ``[k, C, h, w]``: one row for a whole-field model input (stretched to the network's square, so
     the map is stretched back over the whole image), or one row per cell crop with its ``boxes`` (x0, y0, x1,
@@ -45,8 +45,12 @@ def class_map(
             if x1 > x0 and y1 > y0:
                 patch = cv2.resize(row, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
                 np.maximum(out[y0:y1, x0:x1], patch, out=out[y0:y1, x0:x1])
-    peak = float(out.max()) if out.size else 0.0
-    return out / peak if peak > 0 else np.zeros_like(out)
+    # Min-max scaling after the ReLU, as Grad-CAM visualisations do (pytorch-grad-cam's scale_cam_image): a map's
+    # constant part (the head's bias, evidence spread evenly over a blank background) says nothing about *where*.
+    if not out.size:
+        return out
+    low, peak = float(out.min()), float(out.max())
+    return (out - low) / (peak - low) if peak > low else np.zeros_like(out)
 
 
 def cell_focus(heat: np.ndarray, mask: np.ndarray) -> float | None:

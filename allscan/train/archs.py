@@ -5,7 +5,8 @@ Why these forms: a network that ends in global average pooling and one linear la
 the spatial mean of its class maps ``cam_c = W_c . A + b_c``; Grad-CAM at the last feature map equals this CAM up to
 a positive scale, so the heatmap needs no autograd at inference and lives inside the ONNX graph. The ViT is given
 the same form by pooling its patch tokens (no class token in the head): each token's class score is its CAM value
-("token CAM", forward-only). VGG16/AlexNet keep their ReLU MLP head, whose Grad-CAM weights are written as forward
+("token CAM", forward-only), and attention rollout carries those scores back to the input patches
+(:class:`VitNet`). VGG16/AlexNet keep their ReLU MLP head, whose Grad-CAM weights are written as forward
 matrix products (see :class:`MlpHeadNet`).
 """
 
@@ -56,7 +57,7 @@ class VitTrunk(nn.Module):
     """torchvision's VisionTransformer returning its patch tokens as a feature map [N,D,g,g].
 
     The class token still takes part in attention (so pretrained weights load), but the head reads the mean of the
-    patch tokens, which makes token CAM exact.
+    patch tokens, which makes token CAM exact. :meth:`tokens_and_rollout` also returns the attention rollout.
     """
 
     def __init__(self, vit: torchvision.models.VisionTransformer) -> None:
@@ -64,13 +65,75 @@ class VitTrunk(nn.Module):
         self.vit = vit
         self.grid = vit.image_size // vit.patch_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.vit._process_input(x)
-        n = tokens.shape[0]
-        cls = self.vit.class_token.expand(n, -1, -1)
-        tokens = self.vit.encoder(torch.cat([cls, tokens], dim=1))
+        cls = self.vit.class_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1)
+
+    def _as_map(self, tokens: torch.Tensor) -> torch.Tensor:
         patches = tokens[:, 1:, :]
-        return patches.transpose(1, 2).reshape(n, patches.shape[2], self.grid, self.grid)
+        return patches.transpose(1, 2).reshape(tokens.shape[0], patches.shape[2], self.grid, self.grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._as_map(self.vit.encoder(self._tokens(x)))
+
+    def tokens_and_rollout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature map [N,D,g,g], patch-to-patch attention rollout [N,P,P]).
+
+        Rollout (Abnar & Zuidema, 2020): each layer's head-averaged attention, mixed half and half with the
+        identity for the residual path and row-normalised, multiplied through the layers. ``R[i, j]`` is how much
+        output token i draws on input patch j. Same arithmetic as torchvision's encoder, which runs alongside.
+        """
+        encoder = self.vit.encoder
+        t = encoder.dropout(self._tokens(x) + encoder.pos_embedding)
+        length = t.shape[1]
+        eye = torch.eye(length, dtype=t.dtype, device=t.device)
+        rollout = None
+        for block in encoder.layers:
+            a = 0.5 * attention_weights(block, t) + 0.5 * eye
+            a = a / a.sum(dim=-1, keepdim=True)
+            rollout = a if rollout is None else a @ rollout
+            t = block(t)
+        assert rollout is not None
+        return self._as_map(encoder.ln(t)), rollout[:, 1:, 1:]
+
+
+def attention_weights(block: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """Head-averaged softmax attention [N,L,L] of a torchvision EncoderBlock on its input ``t``."""
+    attn = block.self_attention
+    y = block.ln_1(t)
+    n, length, dim = y.shape
+    heads = attn.num_heads
+    q, k, _ = torch.nn.functional.linear(y, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q = q.reshape(n, length, heads, dim // heads).transpose(1, 2)
+    k = k.reshape(n, length, heads, dim // heads).transpose(1, 2)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / (dim // heads) ** 0.5, dim=-1)
+    return weights.mean(dim=1)
+
+
+class VitNet(GapNet):
+    """ViT with a head on the mean patch token; its heatmap is token CAM carried back to the input patches by
+    attention rollout.
+
+    Token CAM alone (each output token's class score) is exact, but after global attention every output token
+    carries the whole image, so its map is nearly flat; rollout moves each token's score onto the input patches it
+    attends to, which is where the evidence is. Forward-only, inside the graph.
+    """
+
+    heatmap_method = "token CAM propagated to input patches by attention rollout"
+
+    def token_cam(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Each output patch token's class scores [N,C,g,g]; their spatial mean is exactly the logits."""
+        return torch.einsum("cd,ndhw->nchw", self.head.weight, fmap) + self.head.bias[None, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmap, rollout = self.backbone.tokens_and_rollout(x)
+        pooled = fmap.mean(dim=(2, 3))
+        logits = self.head(self.dropout(pooled))
+        scores = self.token_cam(fmap)
+        n, c, g, _ = scores.shape
+        cam = (scores.reshape(n, c, g * g) @ rollout).reshape(n, c, g, g)
+        return logits, cam, pooled
 
 
 def small_cnn(width: int = 32) -> tuple[nn.Module, int]:
@@ -163,6 +226,8 @@ def build(
     if arch not in builders:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
     trunk, dim = builders[arch]()
+    if isinstance(trunk, VitTrunk):
+        return VitNet(trunk, dim, num_classes, dropout=0.1)
     return GapNet(trunk, dim, num_classes, dropout=0.1)
 
 

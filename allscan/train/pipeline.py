@@ -31,18 +31,14 @@ CLASS_LABELS = {
 
 def train_model(config: TrainConfig, log=print) -> Path:
     """Train, calibrate and export; returns the model's folder in the store."""
-    torch.set_flush_denormal(
-        True
-    )  # denormal activations made eager CPU inference 30x slower (measurements.md)
+    torch.set_flush_denormal(True)  # denormal activations made eager CPU inference 30x slower (measurements.md)
     if config.threads:
         torch.set_num_threads(config.threads)
     params = SegmentParams()
     classes, samples = scan_class_folders(config.data_dir)
     if config.limit_per_class:
         samples = [
-            s
-            for c in range(len(classes))
-            for s in [x for x in samples if x.label == c][: config.limit_per_class]
+            s for c in range(len(classes)) for s in [x for x in samples if x.label == c][: config.limit_per_class]
         ]
     parts = split_samples(samples, config.split, config.seed)
     log(
@@ -84,9 +80,7 @@ def train_model(config: TrainConfig, log=print) -> Path:
         )
         + "\n"
     )
-    heatmap = (
-        "token CAM (patch tokens x head weights)" if config.arch.startswith("vit") else net.heatmap_method
-    )
+    heatmap = net.heatmap_method
     card = ModelCard(
         name=config.name,
         architecture=config.arch,
