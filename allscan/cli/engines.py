@@ -245,8 +245,8 @@ def models_cmd() -> None:
             card.architecture,
             f"{card.input.size}px {card.input.mode}",
             ", ".join(card.classes),
-            _metric(card.metrics, "random", "random_split", "accuracy"),
-            _metric(card.metrics, "blocked", "blocked_split"),
+            _metric(card.metrics, "random_test", "random", "random_split", "accuracy"),
+            _metric(card.metrics, "blocked_test", "blocked", "blocked_split"),
             _engines_cell(stored, machine),
         )
     console.print(table)
