@@ -19,25 +19,17 @@ def random_crops(images: np.ndarray, masks: np.ndarray, size: int, rng: np.rando
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.from_numpy(masks).unsqueeze(1).float()
     if not train:
-        return F.interpolate(x, size=(size, size), mode="area"), F.interpolate(
-            m, size=(size, size), mode="nearest"
-        )
+        return F.interpolate(x, size=(size, size), mode="area"), F.interpolate(m, size=(size, size), mode="nearest")
     xs, ms = [], []
     for i in range(n):
         crop = int(rng.integers(int(0.8 * side), side + 1))
         y0, x0 = (int(rng.integers(0, side - crop + 1)) for _ in range(2))
-        xs.append(
-            F.interpolate(x[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="area")
-        )
-        ms.append(
-            F.interpolate(m[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="nearest")
-        )
+        xs.append(F.interpolate(x[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="area"))
+        ms.append(F.interpolate(m[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="nearest"))
     return torch.cat(xs), torch.cat(ms)
 
 
-def geometric(
-    x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def geometric(x: torch.Tensor, m: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     out_x, out_m = [], []
     for i in range(x.shape[0]):
         xi, mi = x[i], m[i]
@@ -58,9 +50,7 @@ def stain_jitter(x: torch.Tensor, rng: np.random.Generator, strength: float = 1.
     gains = rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength, size=(n, 3, 1))
     mats = torch.from_numpy(mats * gains).float()
     y = torch.einsum("nij,njhw->nihw", mats, x)
-    contrast = torch.from_numpy(
-        rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength, size=(n, 1, 1, 1))
-    ).float()
+    contrast = torch.from_numpy(rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength, size=(n, 1, 1, 1))).float()
     bright = torch.from_numpy(rng.uniform(-0.08 * strength, 0.08 * strength, size=(n, 1, 1, 1))).float()
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = (y - mean) * contrast + mean + bright

@@ -48,9 +48,7 @@ def forward_samples(
         logits, _, pooled = net(x)
         out_logits.append(logits.numpy())
         out_pooled.append(pooled.numpy())
-        out_colour.append(
-            colour_statistics(x, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked").numpy()
-        )
+        out_colour.append(colour_statistics(x, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked").numpy())
         pending.clear()
 
     for i, sample in enumerate(samples):

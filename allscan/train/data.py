@@ -30,9 +30,7 @@ class Sample:
     number: int  # the trailing number in the file name: acquisition order in the public dataset
 
 
-def scan_class_folders(
-    root: Path, classes: tuple[str, ...] | None = None
-) -> tuple[tuple[str, ...], list[Sample]]:
+def scan_class_folders(root: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], list[Sample]]:
     """Samples from ``root/<class>/*`` (sorted), and the class names (folder names, sorted, unless given)."""
     root = Path(root)
     found = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
@@ -109,9 +107,7 @@ def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> list[tuple
     return out
 
 
-def cache_views(
-    samples: list[Sample], spec: InputSpec, params: SegmentParams, scale: float = 1.15
-) -> CachedViews:
+def cache_views(samples: list[Sample], spec: InputSpec, params: SegmentParams, scale: float = 1.15) -> CachedViews:
     """Decode, segment and cut every sample once; keep the views at ``scale`` x the input size."""
     side = int(round(spec.size * scale))
     imgs, masks, labels, index, colours, failed = [], [], [], [], [], []
@@ -123,9 +119,7 @@ def cache_views(
             views = []
         stats = []
         for view, keep in views:
-            rgb = cv2.cvtColor(
-                cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
-            )
+            rgb = cv2.cvtColor(cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
             mask = (
                 np.ones((side, side), np.uint8)
                 if keep is None

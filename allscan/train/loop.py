@@ -53,9 +53,7 @@ def lr_factor(progress: float, warmup: float = 0.05) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
-def batch_tensor(
-    views: CachedViews, idx: np.ndarray, spec: InputSpec, rng: np.random.Generator | None, jitter: float
-):
+def batch_tensor(views: CachedViews, idx: np.ndarray, spec: InputSpec, rng: np.random.Generator | None, jitter: float):
     """Normalised float batch for ``idx``; augmented when ``rng`` is given."""
     train = rng is not None
     x, m = augment.random_crops(views.images[idx], views.masks[idx], spec.size, rng, train)
@@ -146,9 +144,7 @@ def run_training(
             f"calib_acc {calib_acc:.4f} ({history['elapsed_s']:.0f} s)"
         )
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}, checkpoint
-        )
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}, checkpoint)
     return history
 
 

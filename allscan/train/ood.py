@@ -60,9 +60,7 @@ def min_mahalanobis(f: torch.Tensor, means: torch.Tensor, precision: torch.Tenso
 class OodScore(nn.Module):
     """Graph module: (normalised input, pooled features) -> ood [N]."""
 
-    def __init__(
-        self, spec, feat_means, feat_precision, col_means, col_precision, feat_scale, col_scale
-    ) -> None:
+    def __init__(self, spec, feat_means, feat_precision, col_means, col_precision, feat_scale, col_scale) -> None:
         super().__init__()
         self.spec_mean, self.spec_std = tuple(spec.mean), tuple(spec.std)
         self.fill, self.masked = tuple(spec.mask_fill), spec.mode == "masked"
