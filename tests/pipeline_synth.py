@@ -37,9 +37,7 @@ def random_field(seed: int, size: int = 64) -> np.ndarray:
     """A field with 0-2 purple cells and a few red cells at seeded random places."""
     rng = np.random.default_rng(seed)
     r = size // 8
-    purple = [
-        (int(rng.integers(r, size - r)), int(rng.integers(r, size - r)), r) for _ in range(rng.integers(0, 3))
-    ]
+    purple = [(int(rng.integers(r, size - r)), int(rng.integers(r, size - r)), r) for _ in range(rng.integers(0, 3))]
     pink = [(int(rng.integers(r, size - r)), int(rng.integers(r, size - r)), r - 1) for _ in range(3)]
     return field(size, purple=purple, pink=pink, seed=seed)
 

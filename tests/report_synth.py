@@ -25,9 +25,7 @@ def guard(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
-def image_row(
-    slide: str, image: str, label: str = "", probs: tuple[float, ...] = (), **extra: object
-) -> dict:
+def image_row(slide: str, image: str, label: str = "", probs: tuple[float, ...] = (), **extra: object) -> dict:
     status = str(extra.pop("status", "ok"))
     row = {c: "" for c in IMAGE_COLUMNS}
     row.update(slide=slide, image=image, status=status, model_id="tiny@0123456789ab", width=224, height=224)
@@ -39,9 +37,7 @@ def image_row(
     return row
 
 
-def write_tables(
-    out: Path, rows: list[dict], run: dict | None = None, slide_labels: dict | None = None
-) -> Path:
+def write_tables(out: Path, rows: list[dict], run: dict | None = None, slide_labels: dict | None = None) -> Path:
     """images.csv, slides.csv (label and evidence per slide), run.json; guarded like the pipeline's writer."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "images.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -54,17 +50,13 @@ def write_tables(
         slides.setdefault(row["slide"], []).append(row)
     with (out / "slides.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            ["slide", "n_images", "n_ok", "n_error", "label", *[f"n_{c}" for c in CLASSES], "evidence"]
-        )
+        w.writerow(["slide", "n_images", "n_ok", "n_error", "label", *[f"n_{c}" for c in CLASSES], "evidence"])
         for name, items in slides.items():
             ok = [r for r in items if r["status"] == "ok"]
             counts = [sum(1 for r in ok if r["label"] == c) for c in CLASSES]
             label = (slide_labels or {}).get(name) or (CLASSES[counts.index(max(counts))] if ok else "")
             evidence = f"{max(counts) if ok else 0} of {len(ok)} judged images called {label}"
-            w.writerow(
-                [guard(name), len(items), len(ok), len(items) - len(ok), label, *counts, guard(evidence)]
-            )
+            w.writerow([guard(name), len(items), len(ok), len(items) - len(ok), label, *counts, guard(evidence)])
     run = run if run is not None else default_run()
     (out / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
     return out

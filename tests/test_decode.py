@@ -21,20 +21,10 @@ def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares width x height (a decompression bomb's header), with a tiny IDAT."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _rows(out: Path) -> dict[str, dict[str, str]]:
@@ -74,9 +64,7 @@ def odd_folder(tmp_path: Path) -> Path:
 def test_each_bad_input_is_one_error_row_and_good_rows_are_intact(
     tiny_store: Path, odd_folder: Path, tmp_path: Path
 ) -> None:
-    summary = run_batch(
-        RunConfig(inputs=[odd_folder], out=tmp_path / "out", model="tiny", workers=0, report=False)
-    )
+    summary = run_batch(RunConfig(inputs=[odd_folder], out=tmp_path / "out", model="tiny", workers=0, report=False))
     rows = _rows(tmp_path / "out")
     assert summary.exit_code == 1
     errors = {k: r["error"] for k, r in rows.items() if r["status"] == "error"}
@@ -117,9 +105,7 @@ def test_unreadable_file_is_an_error_row(tiny_store: Path, tmp_path: Path) -> No
     secret = write_jpeg(s / "secret.jpg", GOOD)
     secret.chmod(0)
     try:
-        run_batch(
-            RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "out", model="tiny", workers=0, report=False)
-        )
+        run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "out", model="tiny", workers=0, report=False))
     finally:
         secret.chmod(0o644)
     rows = _rows(tmp_path / "out")

@@ -47,9 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = MachineInfo(FAKE_GPU.name, FAKE_GPU.cc, FAKE_TRT_VERSION)
 
 
-def install_engine(
-    model: StoredModel, plan: bytes = b"fake-plan", max_batch: int = 8, **changes: object
-) -> Path:
+def install_engine(model: StoredModel, plan: bytes = b"fake-plan", max_batch: int = 8, **changes: object) -> Path:
     """Write a plan and its sidecar into the model's trt/ folder as build-engine would; return the plan
     path."""
     stem = engine_stem(model.card.model_id, "fp16", max_batch, FAKE_TRT_VERSION, FAKE_GPU.cc, FAKE_GPU.name)
@@ -114,9 +112,7 @@ def test_engine_name_carries_everything_that_makes_a_plan_unusable_elsewhere() -
 
 def test_matching_sidecar_is_usable(tiny: StoredModel) -> None:
     plan = install_engine(tiny)
-    usable, reason = check_sidecar(
-        read_sidecar(plan.with_suffix(".json")), HERE, tiny.card.onnx_sha256, plan.parent
-    )
+    usable, reason = check_sidecar(read_sidecar(plan.with_suffix(".json")), HERE, tiny.card.onnx_sha256, plan.parent)
     assert usable, reason
     assert FAKE_TRT_VERSION in reason
 
@@ -208,9 +204,7 @@ def test_auto_without_gpu_uses_onnxruntime_and_says_why(tiny: StoredModel, no_gp
     assert choice.reason.startswith("onnxruntime: no CUDA GPU found") and "\n" not in choice.reason
 
 
-def test_auto_with_gpu_but_no_engine_says_which_command_builds_one(
-    tiny: StoredModel, fake_gpu: FakeBackend
-) -> None:
+def test_auto_with_gpu_but_no_engine_says_which_command_builds_one(tiny: StoredModel, fake_gpu: FakeBackend) -> None:
     choice = select_runner(tiny, "auto", 16)
     assert isinstance(choice.runner, OnnxRuntimeRunner)
     assert choice.reason == "onnxruntime: no TensorRT engine built for model 'tiny'"
@@ -325,9 +319,7 @@ def test_fake_streams_catch_a_missing_wait(tiny: StoredModel, fake_gpu: FakeBack
     with select_runner(tiny, "auto", 8).runner as runner, OnnxRuntimeRunner(tiny.onnx_path) as ref:
         fake_gpu.skip_waits = True
         broken = list(runner.infer_many(batches))
-        assert not all(
-            np.allclose(b["logits"], ref.infer(x)["logits"]) for b, x in zip(broken, batches, strict=True)
-        )
+        assert not all(np.allclose(b["logits"], ref.infer(x)["logits"]) for b, x in zip(broken, batches, strict=True))
 
 
 def test_no_tensorrt_object_is_created_without_a_cuda_device(
@@ -378,8 +370,7 @@ def test_build_engine_without_gpu_exits_2_with_cause_and_remedy(tiny_store: Path
     line = one_line(output)
     assert code == 2
     assert (
-        "no CUDA GPU found" in line
-        and "run `allscan build-engine --model vit` on a machine with an NVIDIA GPU" in line
+        "no CUDA GPU found" in line and "run `allscan build-engine --model vit` on a machine with an NVIDIA GPU" in line
     )
 
 

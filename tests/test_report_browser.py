@@ -80,9 +80,7 @@ def test_report_in_chromium(run_out: Path, tmp_path: Path) -> None:
             )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-            page.on(
-                "request", lambda r: None if r.url.startswith("file:") else problems.append(f"fetch {r.url}")
-            )
+            page.on("request", lambda r: None if r.url.startswith("file:") else problems.append(f"fetch {r.url}"))
             page.goto((run_out / "report.html").as_uri(), wait_until="load")
 
             # Every slide is listed, its name shown as text (the hostile one too).

@@ -36,9 +36,7 @@ def _bytes(out: Path) -> dict[str, bytes]:
     return {t: (out / t).read_bytes() for t in TABLES}
 
 
-def test_sample_images_full_contract_and_idempotent_rerun(
-    tiny_store: Path, sample_dir: Path, tmp_path: Path
-) -> None:
+def test_sample_images_full_contract_and_idempotent_rerun(tiny_store: Path, sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = run_batch(RunConfig(inputs=[sample_dir], out=out, model="tiny", heatmaps="all", workers=0))
     assert summary.exit_code == 0 and summary.n_error == 0
@@ -75,9 +73,7 @@ def test_changed_and_new_files_are_the_only_work(tiny_store: Path, tmp_path: Pat
     paths = make_slides(tmp_path / "in", 6, n_slides=2)
     out = tmp_path / "out"
     run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0, report=False))
-    write_jpeg(
-        paths[0], field(64, purple=[(20, 20, 8), (44, 44, 8)], seed=77)
-    )  # content (size, mtime) changes
+    write_jpeg(paths[0], field(64, purple=[(20, 20, 8), (44, 44, 8)], seed=77))  # content (size, mtime) changes
     write_jpeg(tmp_path / "in" / "slide-1" / "zz-new.jpg", field(64, seed=78))
     summary = run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0, report=False))
     assert (summary.n_processed, summary.n_reused, summary.n_images) == (2, 5, 7)
@@ -92,18 +88,12 @@ def test_changed_and_new_files_are_the_only_work(tiny_store: Path, tmp_path: Pat
 def test_heatmap_modes(tiny_store: Path, tmp_path: Path) -> None:
     make_slides(tmp_path / "in", 8, n_slides=1)
     out = tmp_path / "out"
-    run_batch(
-        RunConfig(
-            inputs=[tmp_path / "in"], out=out, model="tiny", heatmaps="flagged", workers=0, report=False
-        )
-    )
+    run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", heatmaps="flagged", workers=0, report=False))
     rows = _read(out)
     for row in rows:
         wanted = row["label"] != "Benign" or row["flags"] != ""
         assert (row["heatmap"] != "") == wanted
-    run_batch(
-        RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", heatmaps="none", workers=0, report=False)
-    )
+    run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", heatmaps="none", workers=0, report=False))
     assert all(r["heatmap"] == "" for r in _read(out))
     assert not list((out / "heatmaps").rglob("*.png"))  # stale PNGs of the earlier mode are gone
 
@@ -129,9 +119,7 @@ def test_cells_mode_pools_crops_and_batches_do_not_change_results(tiny_store: Pa
 
 def test_masked_mode_runs(tiny_store: Path, tmp_path: Path) -> None:
     make_slides(tmp_path / "in", 4, n_slides=2)
-    summary = run_batch(
-        RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "o", model="tiny_masked", workers=0)
-    )
+    summary = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "o", model="tiny_masked", workers=0))
     assert summary.n_ok == 4 and summary.exit_code == 0
 
 
@@ -167,9 +155,7 @@ def test_ort_runner_on_the_tiny_model(tiny_store: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    weight = numpy_helper.to_array(
-        next(i for i in onnx.load(model.onnx_path).graph.initializer if i.name == "W")
-    )
+    weight = numpy_helper.to_array(next(i for i in onnx.load(model.onnx_path).graph.initializer if i.name == "W"))
     expected = np.einsum("ck,nkhw->nchw", weight[:, :, 0, 0], pooled)
     np.testing.assert_allclose(out["cam"], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["ood"], (batch**2).mean(axis=(1, 2, 3)), rtol=1e-5)
@@ -181,9 +167,7 @@ def test_flags_from_card_thresholds() -> None:
     assert sure.flags == () and sure.label_index == 1 and sure.confidence > 0.99
     unsure = predict(np.array([[0.0, 0.1]]), np.array([3.0]), card, n_cells=0)
     assert unsure.flags == ("no_cells", "out_of_distribution", "low_confidence")
-    pooled = predict(
-        np.array([[0.0, 5.0], [5.0, 0.0], [0.0, 5.0]]), np.array([0.1, 1.5, 0.1]), card, n_cells=3
-    )
+    pooled = predict(np.array([[0.0, 5.0], [5.0, 0.0], [0.0, 5.0]]), np.array([0.1, 1.5, 0.1]), card, n_cells=3)
     assert pooled.probs[1] == pytest.approx((2 * 0.99331 + 0.00669) / 3, abs=1e-4) and pooled.ood == 1.5
 
 
@@ -206,9 +190,7 @@ def test_cli_exit_codes(tiny_store: Path, sample_dir: Path, tmp_path: Path) -> N
     from allscan.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(
-        app, ["run", str(sample_dir), "-m", "tiny", "-o", str(tmp_path / "o"), "--workers", "1"]
-    )
+    ok = runner.invoke(app, ["run", str(sample_dir), "-m", "tiny", "-o", str(tmp_path / "o"), "--workers", "1"])
     assert ok.exit_code == 0, ok.output
     assert "images/s" in ok.output and "14 images found" in ok.output
     bad_model = runner.invoke(app, ["run", str(sample_dir), "-m", "nope", "-o", str(tmp_path / "o2")])

@@ -34,7 +34,7 @@ def test_images_csv_columns_follow_the_contract() -> None:
     assert {"perimeter", "circularity", "equivalent_diameter", "mean_h", "mean_s", "mean_v"} <= set(cells)
     slides = [c.name for c in slide_columns(CLASSES)]
     assert slides[:5] == ["slide", "n_images", "n_ok", "n_error", "label"]
-    assert slides[5:9] == ["n_Benign", "n_Early", "n_Pre", "n_Pro"]
+    assert slides[5:10] == ["all_suspected", "n_Benign", "n_Early", "n_Pre", "n_Pro"]
     assert slides[-5:] == ["n_flagged", "n_no_cells", "n_out_of_distribution", "n_low_confidence", "evidence"]
 
 
@@ -58,9 +58,7 @@ def test_injection_guard_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
     img = field(64, purple=[(30, 30, 8)], seed=9)
     write_jpeg(tmp_path / "in" / "=cmd|' -C calc'!A0" / "@evil.jpg", img)
     write_jpeg(tmp_path / "in" / "+slide" / "-minus.jpg", img)
-    run_batch(
-        RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "out", model="tiny", workers=0, report=False)
-    )
+    run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "out", model="tiny", workers=0, report=False))
     for table in ("images.csv", "cells.csv", "slides.csv"):
         with open(tmp_path / "out" / table, newline="", encoding="utf-8") as handle:
             for row in list(csv.reader(handle))[1:]:
@@ -75,7 +73,9 @@ def test_injection_guard_end_to_end(tiny_store: Path, tmp_path: Path) -> None:
 def test_slide_label_rule() -> None:
     means = [0.25] * 4
     assert slide_label(CLASSES, [10, 0, 0, 0], means)[0] == "Benign"
-    assert slide_label(CLASSES, [8, 1, 1, 0], means)[0] == "Benign"  # no leukemia class with 2 images
+    assert slide_label(CLASSES, [9, 1, 0, 0], means)[0] == "Benign"  # one leukemia image never labels a slide
+    label, reason = slide_label(CLASSES, [8, 1, 1, 0], means)  # two leukemia images of two subtypes: 20 %
+    assert label == "Early" and reason.startswith("ALL suspected") and "tie with Pre" in reason
     assert slide_label(CLASSES, [9, 2, 0, 0], means)[0] == "Benign"  # 2/11 = 18 % < 20 %
     assert slide_label(CLASSES, [8, 2, 0, 0], means)[0] == "Early"  # 2/10 = 20 %
     assert slide_label(CLASSES, [1, 2, 3, 1], means)[0] == "Pre"
@@ -92,7 +92,8 @@ def test_slide_tally_uses_unflagged_images_and_counts_flags() -> None:
         tally.add("ok", 3, [0.1, 0.1, 0.1, 0.7], ("low_confidence",))
     tally.add("error", None, None, ())
     row = tally.row()
-    assert row["label"] == "Benign"
+    assert row["label"] == "Benign" and row["all_suspected"] == "no"
+    assert str(row["evidence"]).count("ALL not suspected") == 1
     assert (row["n_images"], row["n_ok"], row["n_error"], row["n_flagged"]) == (7, 6, 1, 3)
     assert row["n_Pro"] == 3 and row["n_low_confidence"] == 3
     assert row["mean_prob_Benign"] == pytest.approx(0.4)
@@ -101,7 +102,7 @@ def test_slide_tally_uses_unflagged_images_and_counts_flags() -> None:
     all_flagged = SlideTally("t", CLASSES)
     for _ in range(2):
         all_flagged.add("ok", 2, [0.1, 0.1, 0.7, 0.1], ("no_cells",))
-    assert all_flagged.row()["label"] == "Pre"
+    assert all_flagged.row()["label"] == "Pre" and all_flagged.row()["all_suspected"] == "yes"
     errors_only = SlideTally("u", CLASSES)
     errors_only.add("error", None, None, ())
-    assert errors_only.row()["label"] == ""
+    assert errors_only.row()["label"] == "" and errors_only.row()["all_suspected"] == ""

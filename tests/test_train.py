@@ -87,7 +87,7 @@ def _model_batch(paths: list[Path], spec: InputSpec, shift: str | None = None) -
     return np.concatenate(out).astype(np.float32)
 
 
-def _check_store_model(folder: Path, data: Path, arch: str, gap: bool) -> None:
+def _check_store_model(folder: Path, data: Path, arch: str, gap: bool, colour_free: bool = False) -> None:
     model = load_model(folder.name, root=folder.parent)  # also checks model.onnx's sha256 against the card
     card = model.card
     assert card.classes == CLASSES
@@ -112,6 +112,8 @@ def _check_store_model(folder: Path, data: Path, arch: str, gap: bool) -> None:
     if gap:  # CAM form: logits are the spatial mean of the class maps
         np.testing.assert_allclose(cam.mean(axis=(2, 3)), logits, rtol=1e-4, atol=1e-4)
 
+    if colour_free:  # colour never reaches the graph; _check_colour_flag checks the pipeline's colour distance
+        return
     base = session.run(["ood"], {"image": _model_batch(images, card.input)})[0]
     for shift in ("swap_rg", "green_cast"):
         shifted = session.run(["ood"], {"image": _model_batch(images, card.input, shift)})[0]
@@ -216,3 +218,58 @@ def test_vgg16_exports_at_224(tmp_path: Path) -> None:
         np.testing.assert_allclose(logits2[:1], logits, rtol=1e-4, atol=1e-5)
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)  # ~0.5 GB; do not leave it to pytest's tmp retention
+
+
+def _check_colour_flag(folder: Path, data: Path) -> None:
+    """A colour-free model's graph never sees colour: its card's raw-colour Gaussian flags a foreign stain."""
+    from allscan.pipeline.colour import colour_distance, colour_statistics
+
+    card = load_model(folder.name, root=folder.parent).card
+    assert card.input.colour == "lightness" and card.flags.colour is not None
+    images = [decode_image(sorted((data / c).iterdir())[0]).bgr for c in CLASSES]
+    home = [colour_distance(colour_statistics(b), card.flags.colour) for b in images]
+    for shift in ("swap_rg", "green_cast"):
+        away = [colour_distance(colour_statistics(_colour_shift(b, shift)), card.flags.colour) for b in images]
+        assert np.mean(away) > max(np.mean(home), card.flags.ood), (shift, home, away)
+
+
+@pytest.mark.slow
+def test_distil_hybrid_vit_from_a_stored_teacher(tiny_data: Path, tmp_path: Path) -> None:
+    """``--teacher`` and ``--stem-from`` on a tiny subset: a colour-free ResNet-18 teaches a hybrid ViT."""
+    from allscan.train import archs
+    from allscan.train.distill import distillation_loss
+    from allscan.train.loop import TrainConfig
+    from allscan.train.pipeline import colour_input, train_model
+
+    store = tmp_path / "engines"
+    common = dict(
+        data_dir=tiny_data, out_root=store, split="tail", epochs=1, batch_size=8, threads=1,
+        input=colour_input(64, "full", "lightness"), limit_per_class=PER_CLASS,
+    )  # fmt: skip
+    teacher = train_model(TrainConfig(arch="resnet18", name="teacher", **common), log=lambda _line: None)
+    _check_colour_flag(teacher, tiny_data)
+    lines: list[str] = []
+    options = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2}
+    config = TrainConfig(
+        arch="vit_hybrid", name="student", teacher="teacher", stem_from="teacher", arch_options=options, **common
+    )
+    student = train_model(config, log=lines.append)
+    assert any(line.startswith("distilling from teacher@") for line in lines), lines
+    assert any("hybrid stem:" in line for line in lines), lines
+    card = load_model("student", root=store).card
+    assert card.training["teacher"] == load_model("teacher", root=store).card.model_id
+    assert card.heatmap_method.startswith("token CAM propagated")
+    _check_store_model(student, tiny_data, "vit_hybrid", gap=False, colour_free=True)
+    _check_colour_flag(student, tiny_data)
+
+    fresh = archs.build("vit_hybrid", len(CLASSES), image_size=64, **options)
+    assert archs.load_stem(fresh, teacher / "checkpoints" / "last.pt") > 0
+    saved = torch.load(teacher / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert torch.equal(fresh.backbone.vit.conv_proj[0].weight, saved["backbone.layers.0.weight"])
+    z = torch.randn(5, 4)
+    assert float(distillation_loss(z, z)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(z, -z)) > 0.1
+
+    wrong = TrainConfig(arch="resnet18", name="x", teacher="teacher", **{**common, "input": InputSpec(size=64)})
+    with pytest.raises(ValueError, match="sees another input"):
+        train_model(wrong, log=lambda _line: None)

@@ -15,7 +15,11 @@ import numpy as np
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 
 
-def build_tiny_onnx(path: Path, size: int = 64, pool: int = 8, classes: tuple[str, ...] = CLASSES) -> None:
+def build_tiny_onnx(
+    path: Path, size: int = 64, pool: int = 8, classes: tuple[str, ...] = CLASSES, grey: bool = False
+) -> None:
+    """``grey``: weights for a colour-free input (equal over channels): the sign of the mean input decides between
+    the first and the last class, so the answer follows the lightness histogram's shape, never the stain."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -26,6 +30,8 @@ def build_tiny_onnx(path: Path, size: int = 64, pool: int = 8, classes: tuple[st
         weight[c, 0, 0, 0] = 2.0 * (1 - t) - 1.0  # R
         weight[c, 1, 0, 0] = 0.2
         weight[c, 2, 0, 0] = 2.0 * t - 1.0  # B
+        if grey:
+            weight[c, :, 0, 0] = 4.0 * (t - 0.5)
     bias = np.zeros((n_cls,), dtype=np.float32)
     nodes = [
         helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[pool, pool], strides=[pool, pool]),
@@ -55,18 +61,18 @@ def build_tiny_onnx(path: Path, size: int = 64, pool: int = 8, classes: tuple[st
     onnx.save(model, str(path))
 
 
-def make_tiny_store(root: Path, name: str = "tiny", size: int = 64, mode: str = "full") -> Path:
+def make_tiny_store(root: Path, name: str = "tiny", size: int = 64, mode: str = "full", colour: str = "rgb") -> Path:
     """Write ``root/name/{model.onnx, card.json}`` and return the model folder."""
     from allscan.models.card import FlagThresholds, InputSpec, ModelCard, sha256_file, write_card
 
     folder = Path(root) / name
     folder.mkdir(parents=True, exist_ok=True)
-    build_tiny_onnx(folder / "model.onnx", size=size)
+    build_tiny_onnx(folder / "model.onnx", size=size, grey=colour != "rgb")
     card = ModelCard(
         name=name,
         architecture="tiny_cam_test",
         classes=CLASSES,
-        input=InputSpec(size=size, mode=mode, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        input=InputSpec(size=size, mode=mode, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), colour=colour),
         outputs=("logits", "cam", "ood"),
         heatmap_method="cam",
         flags=FlagThresholds(ood=1.5, low_confidence=0.4),

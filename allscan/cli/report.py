@@ -15,9 +15,7 @@ def report(
 ) -> None:
     """Rebuild OUT_DIR/report.html from images.csv, slides.csv and run.json; thumbnails are kept."""
     if not (out_dir / "images.csv").is_file():
-        typer.echo(
-            f"allscan report: no images.csv in {out_dir}; is it an 'allscan run' output folder?", err=True
-        )
+        typer.echo(f"allscan report: no images.csv in {out_dir}; is it an 'allscan run' output folder?", err=True)
         raise typer.Exit(2)
     from allscan.report import write_report
 

@@ -20,6 +20,9 @@ KEEP = (
     "confusion_matrix",
     "images_per_s",
     "backend",
+    "binary",
+    "colour_baseline",
+    "swap",
 )
 
 

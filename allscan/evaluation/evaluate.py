@@ -11,10 +11,13 @@ import csv
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from allscan.evaluation.shortcut import binary_metrics, colour_baseline, write_swapped
 from allscan.models.store import load_model
+from allscan.pipeline.flags import benign_class
 from allscan.pipeline.run import RunConfig, run_batch
 
 
@@ -29,6 +32,8 @@ class EvaluateConfig:
     batch_size: int = 16
     workers: int | None = None
     plots: bool = True
+    audit: bool = True  # the shortcut audit: colour baseline, stain swap, ALL vs. Benign
+    swap_seed: int = 0
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -58,6 +63,59 @@ def _clean(value):
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def _training_images(model_folder: Path, data_dir: Path, classes: tuple[str, ...]) -> tuple[list[Path], list[int]]:
+    """The model's own training split (split.json), found under the data folder it records, else ``data_dir``."""
+    split_path = model_folder / "split.json"
+    if not split_path.is_file():
+        return [], []
+    split = json.loads(split_path.read_text())
+    roots = [Path(split.get("data_dir", "")), Path(data_dir)]
+    root = next((r for r in roots if str(r) and any((r / c).is_dir() for c in classes)), None)
+    if root is None:
+        return [], []
+    index = {c: i for i, c in enumerate(classes)}
+    pairs = [(root / rel, index.get(rel.split("/", 1)[0], -1)) for rel in split.get("train", [])]
+    pairs = [(p, y) for p, y in pairs if y >= 0 and p.is_file()]
+    return [p for p, _ in pairs], [y for _, y in pairs]
+
+
+def _audit(config, model, data: Path, rows, truth, plain: dict, common: dict, out: Path) -> dict:
+    """colour_baseline and swap (see :mod:`allscan.evaluation.shortcut`)."""
+    from allscan.evaluation.metrics import classification_metrics
+
+    classes = model.card.classes
+    index = {c: i for i, c in enumerate(classes)}
+    paths = [data / r["image"] for r in rows]
+    labels = [index[t] for t in truth]
+    result: dict = {}
+    train_paths, train_labels = _training_images(model.folder, Path(config.data_dir), classes)
+    if train_paths:
+        result["colour_baseline"] = colour_baseline(train_paths, train_labels, paths, labels, len(classes))
+    else:
+        result["colour_baseline"] = {"skipped": "the model's training images (split.json) are not found"}
+    swap_dir = out / "swap-images"
+    if swap_dir.exists():
+        shutil.rmtree(swap_dir)
+    write_swapped(paths, labels, [r["image"] for r in rows], swap_dir, config.swap_seed)
+    if not swap_dir.exists():
+        result["swap"] = {"skipped": "no image has a donor of another class"}
+        return result
+    run_batch(RunConfig(inputs=[swap_dir], out=out / "swap", **common))
+    swap_rows = _read_rows(out / "swap" / "images.csv")
+    swapped = classification_metrics(swap_rows, classes, [r["slide"] for r in swap_rows])
+    result["swap"] = {
+        "method": "Reinhard LAB mean/std transfer from a seeded random image of another class",
+        "seed": config.swap_seed,
+        "n_images": swapped["n_images"],
+        "accuracy": swapped["accuracy"],
+        "macro_f1": swapped["macro_f1"],
+        "flag_rate": swapped["flag_rate"],
+        "swap_gap": plain["macro_f1"] - swapped["macro_f1"],
+        "binary": binary_metrics(swap_rows, classes, [r["slide"] for r in swap_rows], benign_class(classes)),
+    }
+    return result
 
 
 def evaluate(config: EvaluateConfig, log=print) -> dict:
@@ -94,9 +152,13 @@ def evaluate(config: EvaluateConfig, log=print) -> dict:
         backend=summary.backend,
         images_per_s=summary.images_per_s,
     )
+    benign = benign_class(classes)
+    metrics["binary"] = binary_metrics(rows, classes, truth, benign)
+    if config.audit:
+        metrics.update(_audit(config, model, data, rows, truth, metrics, common, out))
     if config.foreign:
         fsummary = run_batch(RunConfig(inputs=[Path(config.foreign)], out=out / "foreign", **common))
-        metrics["foreign"] = foreign_metrics(_read_rows(out / "foreign" / "images.csv"))
+        metrics["foreign"] = foreign_metrics(_read_rows(out / "foreign" / "images.csv"), benign)
         metrics["foreign"]["dir"] = str(config.foreign)
         metrics["foreign"]["images_per_s"] = fsummary.images_per_s
     metrics = _clean(metrics)

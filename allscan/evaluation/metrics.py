@@ -36,6 +36,7 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
     flagged = np.array([bool(r.get("flags")) for r in rows], dtype=bool)
     focus = np.array([_float(r.get("cell_focus", "")) for r in rows], dtype=float)
     labels = list(range(len(classes)))
+    present = sorted(set(y_true.tolist()))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     auc = math.nan
     if ok.sum() and len(np.unique(y_true[ok])) == len(classes):
@@ -49,7 +50,8 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
         "n_images": int(len(rows)),
         "n_error": int((~ok).sum()),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        # Macro over the classes present in the truth: a folder without Pro-B must not score 0 for "missing" Pro-B.
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "per_class": {
             c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, c in enumerate(classes)
@@ -72,6 +74,7 @@ def foreign_metrics(rows: list[dict[str, str]], benign: str = "Benign") -> dict:
     flagged = sum(bool(r.get("flags")) for r in ok)
     benign_or_flagged = sum(r["label"] == benign or bool(r.get("flags")) for r in ok)
     leukemia_unflagged = sum(r["label"] != benign and not r.get("flags") for r in ok)
+    benign_unflagged = sum(r["label"] == benign and not r.get("flags") for r in ok)
     reasons: dict[str, int] = {}
     for r in ok:
         for reason in filter(None, (r.get("flags") or "").split(";")):
@@ -83,6 +86,7 @@ def foreign_metrics(rows: list[dict[str, str]], benign: str = "Benign") -> dict:
         "share_flagged": flagged / n,
         "share_benign_or_flagged": benign_or_flagged / n,
         "share_leukemia_unflagged": leukemia_unflagged / n,
+        "share_benign_unflagged": benign_unflagged / n,
         "flag_reasons": reasons,
         "label_counts": {label: sum(r["label"] == label for r in ok) for label in sorted({r["label"] for r in ok})},
     }

@@ -18,6 +18,9 @@ from allscan.io.tables import write_bytes_atomic
 COLORMAP = cv2.COLORMAP_VIRIDIS  # perceptually uniform, readable by colour-blind viewers
 ALPHA = 0.45  # weight of the colour map over the image
 OUTLINE_BGR = (255, 255, 255)
+STRONG_BGR = (40, 40, 255)  # red: absent from viridis, so the cells that carry the call stand out
+STRONG_MAX = 3
+STRONG_SHARE = 0.5
 # Huffman-only deflate: a blended colour map has few long repeats for LZ77 to find, so this is about twice as
 # fast as level 3 and ~10 % smaller on all-pbs heatmaps; still lossless.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
@@ -63,13 +66,39 @@ def cell_focus(heat: np.ndarray, mask: np.ndarray) -> float | None:
     return float(heat[mask > 0].sum(dtype=np.float64)) / total
 
 
-def render(bgr: np.ndarray, heat: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The image with the colour-mapped heat blended over it and each segmented cell outlined."""
+def cell_evidence(heat: np.ndarray, labels: np.ndarray, n_cells: int) -> np.ndarray:
+    """float64 [n_cells]: each cell's share of the called class's evidence (its pixels' part of the map's total).
+
+    The cells' shares add up to ``cell_focus``; what is left lies outside the segmented cells.
+    """
+    total = float(heat.sum(dtype=np.float64))
+    if n_cells == 0 or total <= 0:
+        return np.zeros(n_cells)
+    sums = np.bincount(labels.ravel(), weights=heat.ravel().astype(np.float64), minlength=n_cells + 1)
+    return sums[1 : n_cells + 1] / total
+
+
+def strongest_cells(labels: np.ndarray, evidence: np.ndarray) -> np.ndarray | None:
+    """uint8 mask of the cells that carry the call: the top ``STRONG_MAX`` by evidence, each with at least half
+    the strongest cell's share; None when no cell carries any."""
+    if not len(evidence) or float(evidence.max()) <= 0:
+        return None
+    order = np.argsort(-evidence, kind="stable")[:STRONG_MAX]
+    keep = [int(i) + 1 for i in order if evidence[i] >= STRONG_SHARE * evidence[order[0]]]
+    return np.isin(labels, keep).astype(np.uint8)
+
+
+def render(bgr: np.ndarray, heat: np.ndarray, mask: np.ndarray, strong: np.ndarray | None = None) -> np.ndarray:
+    """The image with the colour-mapped heat blended over it, each segmented cell outlined in white and the cells
+    that carry the call (``strong``, see :func:`strongest_cells`) outlined thicker in red."""
     colour = cv2.applyColorMap(np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8), COLORMAP)
     blended = cv2.addWeighted(bgr, 1.0 - ALPHA, colour, ALPHA, 0.0)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(1, round(min(bgr.shape[:2]) / 224))
     cv2.drawContours(blended, contours, -1, OUTLINE_BGR, thickness, lineType=cv2.LINE_AA)
+    if strong is not None and strong.any():
+        contours, _ = cv2.findContours(strong, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(blended, contours, -1, STRONG_BGR, 2 * thickness, lineType=cv2.LINE_AA)
     return blended
 
 

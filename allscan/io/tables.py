@@ -93,6 +93,7 @@ CELL_TABLE_COLUMNS: tuple[Column, ...] = (
     Column("slide"),
     Column("image"),
     *(Column(name, _CELL_KINDS.get(name, "float")) for name in CELL_COLUMNS),
+    Column("evidence", "prob"),  # the cell's share of the called class's heatmap evidence (io.heatmap)
 )
 
 
@@ -104,6 +105,7 @@ def slide_columns(classes: Sequence[str]) -> tuple[Column, ...]:
         Column("n_ok", "int"),
         Column("n_error", "int"),
         Column("label"),
+        Column("all_suspected"),
         *(Column(f"n_{c}", "int") for c in classes),
         *(Column(f"mean_prob_{c}", "prob") for c in classes),
         Column("n_flagged", "int"),

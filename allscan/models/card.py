@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 INPUT_MODES = ("full", "masked", "cells")
+COLOUR_MODES = ("rgb", "lightness")  # kept equal to allscan.pipeline.colour.COLOUR_MODES (tested)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,13 @@ class InputSpec:
     mask_fill: tuple[int, int, int] = (0, 0, 0)  # RGB 0-255 value written outside the cells in 'masked' mode
     cell_context: float = 1.5  # 'cells' mode: crop side = context x the cell's longer box side
     mask_dilate_frac: float = 0.02  # 'masked' mode: grow the cell mask by this fraction of the image's short side
+    colour: str = "rgb"  # 'rgb' (the camera's colours) or 'lightness' (per-image z-scored LAB L, grey); see colour.py
 
     def __post_init__(self) -> None:
         if self.mode not in INPUT_MODES:
             raise ValueError(f"input.mode must be one of {INPUT_MODES}, not {self.mode!r}")
+        if self.colour not in COLOUR_MODES:
+            raise ValueError(f"input.colour must be one of {COLOUR_MODES}, not {self.colour!r}")
         if self.colour_order not in ("RGB", "BGR"):
             raise ValueError(f"input.colour_order must be RGB or BGR, not {self.colour_order!r}")
 
@@ -43,6 +47,9 @@ class FlagThresholds:
 
     ood: float | None = None  # flag out_of_distribution when the graph's `ood` output exceeds this
     low_confidence: float = 0.6  # flag low_confidence when the top probability is below this
+    # Colour-free models: Gaussian of the raw images' colour statistics (means [K,6], precision [6,6], scale); the
+    # pipeline's colour distance joins the graph's `ood` by maximum. None: the graph measures colour itself.
+    colour: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,7 @@ def _walk_slide(
             try:
                 st = os.stat(path)
             except OSError as exc:
-                yield Found(
-                    slide, image + "/", in_slide + "/", path, error=f"cannot open folder: {exc.strerror}"
-                )
+                yield Found(slide, image + "/", in_slide + "/", path, error=f"cannot open folder: {exc.strerror}")
                 continue
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
@@ -127,9 +125,7 @@ def check_inputs(inputs: list[Path]) -> None:
         if not os.path.exists(inp):
             raise DiscoveryError(f"input not found: {inp}")
         if not os.path.isdir(inp) and not is_image_name(os.fspath(inp)):
-            raise DiscoveryError(
-                f"input is neither a folder nor an image file (.jpg, .jpeg, .png, .tif): {inp}"
-            )
+            raise DiscoveryError(f"input is neither a folder nor an image file (.jpg, .jpeg, .png, .tif): {inp}")
 
 
 def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[Found]:
@@ -170,13 +166,9 @@ def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[
             try:
                 ident = _ident(path)
             except OSError as exc:
-                yield Found(
-                    entry.name, entry.name + "/", "./", path, error=f"cannot open folder: {exc.strerror}"
-                )
+                yield Found(entry.name, entry.name + "/", "./", path, error=f"cannot open folder: {exc.strerror}")
                 continue
             if ident in ancestors:
-                yield Found(
-                    entry.name, entry.name + "/", "./", path, error="symlink loop: leads back into INPUT"
-                )
+                yield Found(entry.name, entry.name + "/", "./", path, error="symlink loop: leads back into INPUT")
                 continue
             yield from _walk_slide(path, entry.name, entry.name + "/", "", ancestors | {ident}, skip)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from allscan.models.card import ModelCard
+from allscan.pipeline.colour import colour_distance
 
 NO_CELLS = "no_cells"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
@@ -48,15 +49,22 @@ class Prediction:
         return float(self.probs[self.label_index])
 
 
-def predict(logits: np.ndarray, ood: np.ndarray | None, card: ModelCard, n_cells: int) -> Prediction:
+def predict(
+    logits: np.ndarray, ood: np.ndarray | None, card: ModelCard, n_cells: int, colour: np.ndarray | None = None
+) -> Prediction:
     """Pool the rows of one image (1 row, or one per cell crop in 'cells' mode) into its call and flags.
 
     Cells mode: the image's probabilities are the mean of its cells' probabilities, and its ood score the
-    maximum over its cells (one strange cell is enough to distrust the image).
+    maximum over its cells (one strange cell is enough to distrust the image). A colour-free model's card carries
+    a raw-colour Gaussian: the image's colour distance (``colour``: its raw statistics) joins the score by maximum,
+    so a foreign stain is flagged although the network never saw it.
     """
     probs = softmax(logits, card.temperature).mean(axis=0)
     label_index = int(np.argmax(probs))
     ood_value = float(np.max(ood)) if ood is not None and np.size(ood) else None
+    if card.flags.colour is not None and colour is not None:
+        distance = colour_distance(colour, card.flags.colour)
+        ood_value = distance if ood_value is None else max(ood_value, distance)
     flags = []
     if n_cells == 0:
         flags.append(NO_CELLS)

@@ -119,9 +119,7 @@ class Journal:
         if version is None:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         elif version[0] != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path}: journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}"
-            )
+            raise RuntimeError(f"{self.path}: journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
         self.db.commit()
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from allscan.models.card import InputSpec
+from allscan.pipeline.colour import apply_colour
 from allscan.pipeline.segment import Segmentation
 
 
@@ -41,16 +42,32 @@ def cell_boxes(seg: Segmentation, spec: InputSpec, shape: tuple[int, int]) -> li
     return boxes
 
 
-def to_tensor(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Resize to the card's size, reorder colours and normalise: float32 [3, size, size]."""
+def resize_view(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The view at the card's size (area averaging when shrinking); a view already that size is not touched."""
+    if bgr.shape[0] == spec.size and bgr.shape[1] == spec.size:
+        return bgr
     interp = cv2.INTER_AREA if min(bgr.shape[:2]) >= spec.size else cv2.INTER_LINEAR
-    resized = cv2.resize(bgr, (spec.size, spec.size), interpolation=interp)
+    return cv2.resize(bgr, (spec.size, spec.size), interpolation=interp)
+
+
+def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """8-bit BGR at the card's size -> float32 [3, size, size] in the card's colour order, mean and std."""
+    resized = pixels
     if spec.colour_order == "RGB":
         resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
     x = resized.astype(np.float32) * (1.0 / 255.0)
     x -= np.asarray(spec.mean, dtype=np.float32)
     x /= np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def to_tensor(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize to the card's size, apply the card's colour transform, reorder colours and normalise.
+
+    Training calls :func:`resize_view`, augments, then :func:`apply_colour` and :func:`normalise` in the same order,
+    so an unaugmented training view is exactly what inference feeds.
+    """
+    return normalise(apply_colour(resize_view(bgr, spec), spec.colour), spec)
 
 
 def model_view(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from allscan import __version__
 from allscan.io.heatmap import cell_focus as focus_share
-from allscan.io.heatmap import class_map, render, write_png
+from allscan.io.heatmap import cell_evidence, class_map, render, strongest_cells, write_png
 from allscan.io.images import DEFAULT_MAX_PIXELS
 from allscan.io.tables import (
     CELL_TABLE_COLUMNS,
@@ -207,16 +207,18 @@ class _Finisher:
 
     def ok(self, item: Prepared, outputs: dict[str, np.ndarray]) -> list[str]:
         found, card = item.found, self.card
-        pred = predict(outputs["logits"], outputs.get("ood"), card, len(item.cells))
+        pred = predict(outputs["logits"], outputs.get("ood"), card, len(item.cells), item.colour)
         label = card.classes[pred.label_index]
         t0 = time.perf_counter()
-        assert item.mask is not None
+        assert item.labels is not None
+        mask = (item.labels > 0).astype(np.uint8)
         heat = class_map(outputs["cam"], pred.label_index, (item.height, item.width), item.boxes)
-        focus = focus_share(heat, item.mask) if item.cells else None
+        focus = focus_share(heat, mask) if item.cells else None
+        evidence = cell_evidence(heat, item.labels, len(item.cells))
         heatmap_rel = ""
         png = self.out_dir / "heatmaps" / found.slide / (os.path.splitext(found.in_slide)[0] + ".png")
         if item.bgr is not None and wants_heatmap(self.heatmaps, label, pred.flags, card.classes):
-            write_png(png, render(item.bgr, heat, item.mask))
+            write_png(png, render(item.bgr, heat, mask, strongest_cells(item.labels, evidence)))
             heatmap_rel = png.relative_to(self.out_dir).as_posix()
         else:
             png.unlink(missing_ok=True)  # a PNG left by an earlier run with another --heatmaps
@@ -242,8 +244,11 @@ class _Finisher:
         }
         values.update({f"prob_{c}": float(p) for c, p in zip(card.classes, pred.probs, strict=True)})
         cell_rows = [
-            format_row(CELL_TABLE_COLUMNS, {"slide": found.slide, "image": found.image, **_cell_values(c)})
-            for c in item.cells
+            format_row(
+                CELL_TABLE_COLUMNS,
+                {"slide": found.slide, "image": found.image, **_cell_values(c), "evidence": float(e)},
+            )
+            for c, e in zip(item.cells, evidence, strict=True)
         ]
         self.journal.put(
             found,

@@ -4,10 +4,11 @@ Slide label rule (also in the README):
 
 1. The *basis* is the slide's unflagged ``ok`` images if there is at least one, else all its ``ok`` images (a
    flagged image's call is not to be trusted, but a slide where every image is flagged still gets a label).
-2. If some leukemia class has at least 2 images in the basis *and* the leukemia images together are at least
-   20 % of the basis, the label is the most frequent leukemia class (a tie goes to the higher mean probability
-   of that class over the basis, then to the card's class order).
-3. Otherwise the label is the benign class.
+2. **ALL suspected** (``all_suspected`` = yes) when the basis holds at least 2 leukemia images (any leukemia
+   class) *and* they are at least 20 % of it. The label is then the subtype: the most frequent leukemia class (a
+   tie goes to the higher mean probability of that class over the basis, then to the card's class order). B-ALL
+   subtypes are defined by immunophenotype: a subtype called from images is a research signal, not a diagnosis.
+3. Otherwise ALL is not suspected and the label is the benign class.
 4. A slide without any ``ok`` image gets an empty label.
 
 Two images are required so that a single stray call never labels a slide, and 20 % so that a benign slide with
@@ -24,6 +25,8 @@ from allscan.pipeline.flags import benign_class
 
 MIN_IMAGES = 2
 MIN_SHARE = 0.20
+SUSPECTED = "ALL suspected"
+NOT_SUSPECTED = "ALL not suspected"
 
 
 class _Counts:
@@ -42,30 +45,37 @@ class _Counts:
         return self.prob_sums[i] / self.n if self.n else None
 
 
-def slide_label(
-    classes: Sequence[str], counts: Sequence[int], mean_probs: Sequence[float]
-) -> tuple[str, str]:
-    """(label, reason) for a basis of images with these per-class counts; see the module docstring."""
+def slide_label(classes: Sequence[str], counts: Sequence[int], mean_probs: Sequence[float]) -> tuple[str, str]:
+    """(label, reason) for a basis of images with these per-class counts; see the module docstring.
+
+    The reason says first whether ALL is suspected (the question a hematologist asks first), then the subtype.
+    """
     n = sum(counts)
     benign = benign_class(tuple(classes))
     leuk = [i for i, c in enumerate(classes) if c != benign]
     n_leuk = sum(counts[i] for i in leuk)
     share = n_leuk / n
-    enough = [i for i in leuk if counts[i] >= MIN_IMAGES]
     summary = f"leukemia {n_leuk}/{n} = {share:.0%}"
-    if enough and share >= MIN_SHARE:
+    if n_leuk >= MIN_IMAGES and share >= MIN_SHARE:
         best = max(leuk, key=lambda i: (counts[i], mean_probs[i], -i))
         tied = [i for i in leuk if counts[i] == counts[best] and i != best]
         tie = ""
         if tied:
             tie = f"; tie with {', '.join(classes[i] for i in tied)} broken by mean probability"
         return classes[best], (
-            f"{summary} >= {MIN_SHARE:.0%} and {classes[best]} has {counts[best]} >= {MIN_IMAGES} images -> "
-            f"{classes[best]} (most frequent leukemia class{tie})"
+            f"{SUSPECTED}: {summary} >= {MIN_SHARE:.0%} with {n_leuk} >= {MIN_IMAGES} images; subtype "
+            f"{classes[best]} ({counts[best]} images, most frequent leukemia class{tie}; a research signal)"
         )
-    if not enough:
-        return benign, f"{summary}; no leukemia class has >= {MIN_IMAGES} images -> {benign}"
-    return benign, f"{summary} < {MIN_SHARE:.0%} -> {benign}"
+    if n_leuk < MIN_IMAGES:
+        return benign, f"{NOT_SUSPECTED}: {summary}, fewer than {MIN_IMAGES} leukemia images -> {benign}"
+    return benign, f"{NOT_SUSPECTED}: {summary} < {MIN_SHARE:.0%} -> {benign}"
+
+
+def all_suspected(label: str, classes: Sequence[str]) -> str:
+    """The slide's first answer: 'yes' (some leukemia class), 'no' (benign), '' (no label)."""
+    if not label:
+        return ""
+    return "no" if label == benign_class(tuple(classes)) else "yes"
 
 
 class SlideTally:
@@ -81,9 +91,7 @@ class SlideTally:
         self.flag_counts = dict.fromkeys(FLAG_NAMES, 0)
         self.n_flagged = 0
 
-    def add(
-        self, status: str, label_index: int | None, probs: Sequence[float] | None, flags: Sequence[str]
-    ) -> None:
+    def add(self, status: str, label_index: int | None, probs: Sequence[float] | None, flags: Sequence[str]) -> None:
         self.n_images += 1
         if status != "ok" or label_index is None or probs is None:
             self.n_error += 1
@@ -120,6 +128,7 @@ class SlideTally:
             "n_ok": self.all_ok.n,
             "n_error": self.n_error,
             "label": label,
+            "all_suspected": all_suspected(label, self.classes),
             "n_flagged": self.n_flagged,
             "evidence": evidence,
         }

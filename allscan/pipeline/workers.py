@@ -21,6 +21,7 @@ import numpy as np
 
 from allscan.io.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
 from allscan.models.card import InputSpec
+from allscan.pipeline.colour import colour_statistics
 from allscan.pipeline.discover import Found
 from allscan.pipeline.model_input import cell_boxes, model_inputs
 from allscan.pipeline.segment import Cell, SegmentParams, segment
@@ -50,9 +51,10 @@ class Prepared:
     tensors: np.ndarray | None = None  # float32 [k, 3, S, S]
     boxes: list[tuple[int, int, int, int]] | None = None  # crop boxes in 'cells' mode, else None
     cells: list[Cell] = field(default_factory=list)
-    mask: np.ndarray | None = None  # uint8 [H, W], 1 on segmented white cells
+    labels: np.ndarray | None = None  # int32 [H, W]: 0 background, k on the pixels of cell k (cell_id)
     area_fraction: float = 0.0
     bgr: np.ndarray | None = None
+    colour: np.ndarray | None = None  # raw LAB statistics [6] (colour.colour_statistics) for the colour flag
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,6 +75,7 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
         seg = segment(decoded.bgr, settings.segment_params)
         t2 = time.perf_counter()
         tensors = model_inputs(decoded.bgr, seg, settings.spec)
+        colour = colour_statistics(decoded.bgr) if settings.spec.colour != "rgb" else None
         boxes = None
         if settings.spec.mode == "cells" and seg.cells:
             boxes = cell_boxes(seg, settings.spec, decoded.bgr.shape[:2])
@@ -90,9 +93,10 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
         tensors=tensors,
         boxes=boxes,
         cells=list(seg.cells),
-        mask=seg.mask,
+        labels=seg.labels,
         area_fraction=seg.area_fraction,
         bgr=decoded.bgr if settings.keep_image else None,
+        colour=colour,
         timings=timings,
     )
 

@@ -62,9 +62,7 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [
-            {key.strip(): unguard(val or "") for key, val in row.items() if key is not None} for row in reader
-        ]
+        rows = [{key.strip(): unguard(val or "") for key, val in row.items() if key is not None} for row in reader]
     return header, rows
 
 

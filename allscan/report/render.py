@@ -118,9 +118,7 @@ def summary_section(data: ReportData) -> str:
     metrics = runinfo.metrics(run)
     if metrics:
         rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in metrics)
-        extra.append(
-            f"<details><summary>Model card metrics</summary><table class=kv>{rows}</table></details>"
-        )
+        extra.append(f"<details><summary>Model card metrics</summary><table class=kv>{rows}</table></details>")
     versions = runinfo.versions(run)
     if versions:
         rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in versions)
@@ -129,8 +127,7 @@ def summary_section(data: ReportData) -> str:
     if errors:
         shown = errors[:200]
         rows = "".join(
-            f"<tr><td>{esc(im.slide)}</td><td>{esc(im.image)}</td><td>{esc(im.error)}</td></tr>"
-            for im in shown
+            f"<tr><td>{esc(im.slide)}</td><td>{esc(im.image)}</td><td>{esc(im.error)}</td></tr>" for im in shown
         )
         more = f"<p>{len(errors) - len(shown):,} more in images.csv.</p>" if len(errors) > len(shown) else ""
         extra.append(
@@ -140,12 +137,8 @@ def summary_section(data: ReportData) -> str:
             "</details>"
         )
     if run:
-        rows = "".join(
-            f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in runinfo.flatten(run)
-        )
-        extra.append(
-            f"<details><summary>Everything in run.json</summary><table class=kv>{rows}</table></details>"
-        )
+        rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in runinfo.flatten(run))
+        extra.append(f"<details><summary>Everything in run.json</summary><table class=kv>{rows}</table></details>")
     else:
         extra.append("<p>No run.json was found; the facts above come from the tables alone.</p>")
     return (
@@ -170,13 +163,7 @@ def distribution_svg(data: ReportData) -> str:
     for i, (name, solid, pale, colour) in enumerate(rows):
         y = 2 + i * row_h
         w1, w2 = bar_w * solid / biggest, bar_w * pale / biggest
-        text = (
-            f"{solid:,} + {pale:,} flagged"
-            if solid and pale
-            else f"{pale:,} flagged"
-            if pale
-            else f"{solid:,}"
-        )
+        text = f"{solid:,} + {pale:,} flagged" if solid and pale else f"{pale:,} flagged" if pale else f"{solid:,}"
         words.append(f"{name}: {text}")
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{esc(name)}</text>'
@@ -194,9 +181,7 @@ def distribution_svg(data: ReportData) -> str:
 
 def slide_table(data: ReportData) -> str:
     colours = class_colours(data.classes)
-    heads = "".join(
-        f'<th scope=col><abbr title="{esc(data.human(c))}">{esc(c)}</abbr></th>' for c in data.classes
-    )
+    heads = "".join(f'<th scope=col><abbr title="{esc(data.human(c))}">{esc(c)}</abbr></th>' for c in data.classes)
     n_cols = 6 + len(data.classes)
     bodies = [_slide_body(i, s, data, colours, n_cols) for i, s in enumerate(data.slides)]
     return (
@@ -277,9 +262,7 @@ def review_table(data: ReportData, thumbs: dict[tuple[str, str], Thumb]) -> str:
 
 def filters(data: ReportData) -> str:
     """The filter bar; hidden until the script runs, since it needs the script."""
-    classes = "".join(
-        f'<option value="{i}">{esc(data.human(c))}</option>' for i, c in enumerate(data.classes)
-    )
+    classes = "".join(f'<option value="{i}">{esc(data.human(c))}</option>' for i, c in enumerate(data.classes))
     flags = "".join(
         f'<option value="f{i}">{esc(FLAG_LABELS.get(f, f))}</option>' for i, f in enumerate(data.flag_names)
     )

@@ -67,9 +67,7 @@ def make_thumb(job: ThumbJob, size: int = THUMB_SIZE) -> bool:
     h, w = image.shape[:2]
     scale = size / max(h, w)
     if scale < 1:
-        image = cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         return False

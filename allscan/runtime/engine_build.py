@@ -158,9 +158,7 @@ class SerializedEngineFromNetwork:
         builder, network, _parser = self.network()
         name = network.get_input(0).name
         if network.num_inputs != 1 or name != self.profile.input_name:
-            raise EngineBuildError(
-                f"the ONNX must have one input named {self.profile.input_name!r}, found {name!r}"
-            )
+            raise EngineBuildError(f"the ONNX must have one input named {self.profile.input_name!r}, found {name!r}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
         profile = builder.create_optimization_profile()
@@ -178,9 +176,7 @@ class SerializedEngineFromNetwork:
             self.timing_cache_note = "timing cache did not match this GPU/TensorRT; rebuilt it"
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise EngineBuildError(
-                "TensorRT failed to build the engine (its log above says why)", exit_code=1
-            )
+            raise EngineBuildError("TensorRT failed to build the engine (its log above says why)", exit_code=1)
         if self.timing_cache is not None:
             self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.timing_cache.with_name(self.timing_cache.name + ".tmp")
@@ -281,9 +277,7 @@ def build_engine(
             TensorRTRunner(tmp_plan, None, model_name=name, device=device) as trt_runner,
             OnnxRuntimeRunner(model.onnx_path) as ort_runner,
         ):
-            parity = check_parity(
-                trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature
-            )
+            parity = check_parity(trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature)
     except RunnerError as exc:
         tmp_plan.unlink(missing_ok=True)
         raise EngineBuildError(f"the new engine could not run: {exc}", exit_code=1) from exc
@@ -321,13 +315,9 @@ def build_engine(
     )
     if not parity.passed and not options.force:
         tmp_plan.unlink(missing_ok=True)
-        return BuildResult(
-            None, sidecar, parity, False, f"{parity.line()}; engine NOT installed (--force installs it)"
-        )
+        return BuildResult(None, sidecar, parity, False, f"{parity.line()}; engine NOT installed (--force installs it)")
     plan_path = model.trt_dir / sidecar.plan_file
     os.replace(tmp_plan, plan_path)
     write_sidecar(sidecar, plan_path.with_suffix(SIDECAR_SUFFIX))
     forced = " (installed with --force)" if sidecar.forced else ""
-    return BuildResult(
-        plan_path, sidecar, parity, True, f"{parity.line()}; installed {plan_path.name}{forced}"
-    )
+    return BuildResult(plan_path, sidecar, parity, True, f"{parity.line()}; installed {plan_path.name}{forced}")

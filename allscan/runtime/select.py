@@ -46,9 +46,7 @@ def usable_engine(model: StoredModel, batch_size: int = 16) -> tuple[EngineStatu
     if chosen is not None:
         return chosen, chosen.reason, ""
     reason = (
-        statuses[0].reason
-        if len(statuses) == 1
-        else f"{len(statuses)} engines, none usable ({statuses[0].reason})"
+        statuses[0].reason if len(statuses) == 1 else f"{len(statuses)} engines, none usable ({statuses[0].reason})"
     )
     return None, reason, f"`{build}`"
 
@@ -57,9 +55,7 @@ def select_runner(model: StoredModel, backend: str = "auto", batch_size: int = 1
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "onnxruntime":
-        return RunnerChoice(
-            OnnxRuntimeRunner(model.onnx_path), "onnxruntime: requested with --backend onnxruntime"
-        )
+        return RunnerChoice(OnnxRuntimeRunner(model.onnx_path), "onnxruntime: requested with --backend onnxruntime")
     engine, reason, fix = usable_engine(model, batch_size)
     if engine is not None and engine.sidecar is not None:
         from allscan.runtime.tensorrt import TensorRTRunner

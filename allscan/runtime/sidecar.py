@@ -111,12 +111,8 @@ def read_sidecar(path: Path) -> Sidecar:
     if not isinstance(data, dict):
         raise SidecarError(f"{path.name}: sidecar is not a JSON object")
     if data.get("format") != SIDECAR_FORMAT:
-        raise SidecarError(
-            f"{path.name}: sidecar format {data.get('format')!r}, this allscan reads {SIDECAR_FORMAT}"
-        )
-    missing = [
-        k for k in ("model_id", "onnx_sha256", "plan_file", "tensorrt_version", "gpu_name") if k not in data
-    ]
+        raise SidecarError(f"{path.name}: sidecar format {data.get('format')!r}, this allscan reads {SIDECAR_FORMAT}")
+    missing = [k for k in ("model_id", "onnx_sha256", "plan_file", "tensorrt_version", "gpu_name") if k not in data]
     if missing:
         raise SidecarError(f"{path.name}: sidecar lacks {', '.join(missing)}")
     try:
@@ -166,8 +162,7 @@ def check_sidecar(
         return False, machine.tensorrt_problem or "TensorRT is not installed"
     if sidecar.tensorrt_version != machine.tensorrt_version:
         return False, (
-            f"engine built with TensorRT {sidecar.tensorrt_version}, "
-            f"this machine has {machine.tensorrt_version}"
+            f"engine built with TensorRT {sidecar.tensorrt_version}, this machine has {machine.tensorrt_version}"
         )
     if sidecar.compute_capability != machine.compute_capability or sidecar.gpu_name != machine.gpu_name:
         return False, (

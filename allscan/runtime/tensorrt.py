@@ -55,9 +55,7 @@ def tensorrt_status() -> tuple[str | None, str]:
     return str(trt.__version__), ""
 
 
-def machine_info(
-    device: int = 0, probe: cuda.CudaProbe | None = None, with_tensorrt: bool = True
-) -> MachineInfo:
+def machine_info(device: int = 0, probe: cuda.CudaProbe | None = None, with_tensorrt: bool = True) -> MachineInfo:
     """This machine as :func:`check_sidecar` needs it. TensorRT is only imported when a CUDA device
     answered."""
     probe = probe or cuda.probe_cuda()
@@ -97,11 +95,7 @@ class TensorRTRunner(Runner):
         self.onnx_sha256 = onnx_sha256
         self.device = device
         self.cuda_backend_name = cuda_backend
-        self.fix = (
-            f"run `allscan build-engine --model {self.model_name}`"
-            if self.model_name
-            else "rebuild the engine"
-        )
+        self.fix = f"run `allscan build-engine --model {self.model_name}`" if self.model_name else "rebuild the engine"
         self._runtime: trt_t.Runtime | None = None
         self._engine: trt_t.ICudaEngine | None = None
         self._context: trt_t.IExecutionContext | None = None
@@ -151,15 +145,12 @@ class TensorRTRunner(Runner):
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise RunnerError(
-                f"{self.plan_path.name}: TensorRT could not deserialize the plan (its log says why); "
-                f"{self.fix}"
+                f"{self.plan_path.name}: TensorRT could not deserialize the plan (its log says why); {self.fix}"
             )
         self._engine = engine
         context = engine.create_execution_context()
         if context is None:
-            raise RunnerError(
-                f"{self.plan_path.name}: TensorRT could not create an execution context (GPU memory?)"
-            )
+            raise RunnerError(f"{self.plan_path.name}: TensorRT could not create an execution context (GPU memory?)")
         self._context = context
         inputs, outputs = [], []
         for index in range(engine.num_io_tensors):
@@ -176,9 +167,7 @@ class TensorRTRunner(Runner):
         self.max_batch = max_dims[0]
         self.input_spec = TensorSpec(name, max_dims[1:], np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
         if self.input_spec.dtype != np.float32:
-            raise RunnerError(
-                f"{self.plan_path.name}: input {name!r} is {self.input_spec.dtype}, expected float32"
-            )
+            raise RunnerError(f"{self.plan_path.name}: input {name!r} is {self.input_spec.dtype}, expected float32")
         # Output shapes for one sample, resolved by TensorRT for a concrete input shape.
         if not context.set_input_shape(name, (1, *self.input_spec.sample_shape)):
             raise RunnerError(
@@ -196,9 +185,7 @@ class TensorRTRunner(Runner):
         if missing:
             raise RunnerError(f"{self.plan_path.name}: engine has no output {', '.join(sorted(missing))}")
         assert self._cuda is not None
-        self._executor = DoubleBufferedExecutor(
-            context, self._cuda, self.input_spec, self.output_specs, self.max_batch
-        )
+        self._executor = DoubleBufferedExecutor(context, self._cuda, self.input_spec, self.output_specs, self.max_batch)
         self._executor.allocate()
 
     def deactivate_impl(self) -> None:
@@ -239,9 +226,7 @@ class TensorRTRunner(Runner):
                 parts.append(outputs)
                 if last:
                     yield (
-                        parts[0]
-                        if len(parts) == 1
-                        else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                        parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                     )
                     parts = []
         except ExecutionError as exc:

@@ -13,12 +13,23 @@ matrix products (see :class:`MlpHeadNet`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-GAP_ARCHS = ("vit_b_16", "vit_ti_16", "vit", "resnet18", "resnet50", "efficientnet_b0", "googlenet", "cnn")
+GAP_ARCHS = (
+    "vit_b_16",
+    "vit_ti_16",
+    "vit",
+    "vit_hybrid",
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "googlenet",
+    "cnn",
+)
 MLP_ARCHS = ("vgg16", "alexnet")
 ARCHS = GAP_ARCHS + MLP_ARCHS
 
@@ -186,6 +197,42 @@ def vit(
     return VitTrunk(model), dim
 
 
+def vit_hybrid(image_size: int, dim: int = 192, depth: int = 4, heads: int = 3) -> tuple[nn.Module, int]:
+    """ViT-Hybrid (Dosovitskiy et al., 2021, section 3.1): the tokens are the 14x14 feature map of ResNet-18's first
+    three stages (stride 16), projected to ``dim``, then a standard transformer encoder with class token and position
+    embeddings. The stem makes a ViT learn from 2,400 images at 224 px within a CPU's hours; the stem can start from a
+    trained CNN's weights (``--stem-from``) and the whole net is distilled from it (``--teacher``)."""
+    model = torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=16,
+        num_layers=depth,
+        num_heads=heads,
+        hidden_dim=dim,
+        mlp_dim=4 * dim,
+        num_classes=1,
+    )
+    r = torchvision.models.resnet18()
+    model.conv_proj = nn.Sequential(
+        r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, nn.Conv2d(256, dim, 1)
+    )
+    model.heads = nn.Identity()
+    return VitTrunk(model), dim
+
+
+def load_stem(net: nn.Module, checkpoint: Path) -> int:
+    """Copy ResNet-18 stages 0-6 (conv1 ... layer3) of a trained ``resnet18`` checkpoint into a hybrid ViT's stem."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    prefix = "backbone.layers."
+    stem = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[2]) <= 6}
+    if not stem:
+        raise ValueError(f"{checkpoint}: no ResNet stages to copy (is it a resnet18 checkpoint?)")
+    target = net.backbone.vit.conv_proj
+    missing = target.load_state_dict(stem, strict=False)
+    if missing.unexpected_keys:
+        raise ValueError(f"{checkpoint}: stem keys do not fit: {missing.unexpected_keys[:3]}")
+    return len(stem)
+
+
 def _pretrained(name: str, enabled: bool) -> object | None:
     """torchvision's ImageNet weights enum for ``name`` when requested (downloads need a network)."""
     if not enabled:
@@ -218,6 +265,7 @@ def build(
         "vit_ti_16": lambda: vit(image_size, 16, 192, 12, 3, conv_stem),
         "vit_b_16": lambda: _vit_b_16(image_size, pretrained, conv_stem),
         "vit": lambda: vit(image_size, vit_patch, vit_dim, vit_depth, vit_heads, conv_stem),
+        "vit_hybrid": lambda: vit_hybrid(image_size, vit_dim, vit_depth, vit_heads),
     }
     if arch in MLP_ARCHS:
         from allscan.train.mlp_head import build_mlp_head_net

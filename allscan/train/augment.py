@@ -8,6 +8,7 @@ so the background carries no information.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,10 @@ def random_crops(images: np.ndarray, masks: np.ndarray, size: int, rng: np.rando
     for i in range(n):
         crop = int(rng.integers(int(0.8 * side), side + 1))
         y0, x0 = (int(rng.integers(0, side - crop + 1)) for _ in range(2))
-        xs.append(F.interpolate(x[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="area"))
+        zoomed = F.interpolate(
+            x[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="bilinear", align_corners=False
+        )
+        xs.append(zoomed)
         ms.append(F.interpolate(m[i : i + 1, :, y0 : y0 + crop, x0 : x0 + crop], size=(size, size), mode="nearest"))
     return torch.cat(xs), torch.cat(ms)
 
@@ -69,3 +73,33 @@ def normalise(x: torch.Tensor, m: torch.Tensor, mean, std, fill_rgb, masked: boo
     mean_t = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean_t) / std_t
+
+
+def colour_augment(bgr: np.ndarray, rng: np.random.Generator, donors: np.ndarray, swap_prob: float = 0.8) -> np.ndarray:
+    """Stain and intensity augmentation of one 8-bit BGR view, before the colour-free transform.
+
+    - Reinhard swap (probability ``swap_prob``): the view takes the LAB statistics of a random training image of
+      any class, slightly perturbed, so the stain carries no label (the evaluation's swap test, as augmentation).
+    - Gamma (log-uniform 0.6-1.6) and a contrast stretch with clipping: a swap that saturates pixels is not affine in
+      lightness, and a model trained long enough learns such intensity cues unless they vary (measurements.md).
+    - A slight blur now and then: other cameras and focus.
+    """
+    from allscan.pipeline.colour import reinhard_transfer
+
+    out = bgr
+    valid = donors[~np.isnan(donors).any(axis=1)]
+    if len(valid) and rng.random() < swap_prob:
+        target = valid[int(rng.integers(len(valid)))].copy()
+        target[:3] += rng.normal(0, [3.0, 3.0, 3.0])
+        target[3:] *= rng.uniform(0.8, 1.25, size=3)
+        out = reinhard_transfer(out, target)
+    if rng.random() < 0.5:
+        gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+        lut = np.clip(((np.arange(256) / 255.0) ** gamma) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        out = cv2.LUT(out, lut)
+    if rng.random() < 0.3:
+        gain, shift = rng.uniform(1.0, 1.5), rng.uniform(-40, 20)
+        out = cv2.convertScaleAbs(out, alpha=gain, beta=shift)
+    if rng.random() < 0.2:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0)))
+    return out

@@ -11,6 +11,7 @@ from torch import nn
 
 from allscan.io.images import ImageReadError, decode_image
 from allscan.models.card import InputSpec
+from allscan.pipeline.colour import colour_statistics as raw_colour_statistics
 from allscan.pipeline.model_input import model_inputs
 from allscan.pipeline.segment import SegmentParams, segment
 from allscan.train.data import Sample
@@ -37,6 +38,7 @@ def forward_samples(
 ) -> Forwarded:
     net.eval()
     pending: list[np.ndarray] = []
+    pending_colour: list[np.ndarray] = []
     owners: list[int] = []
     labels, n_cells = [], []
     out_logits, out_pooled, out_colour = [], [], []
@@ -48,7 +50,11 @@ def forward_samples(
         logits, _, pooled = net(x)
         out_logits.append(logits.numpy())
         out_pooled.append(pooled.numpy())
-        out_colour.append(colour_statistics(x, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked").numpy())
+        if spec.colour == "rgb":  # the graph's own colour statistics of what the network sees (first release)
+            out_colour.append(colour_statistics(x, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked").numpy())
+        else:  # colour-free input: the raw image's LAB statistics, as the pipeline computes them
+            out_colour.append(np.stack(pending_colour).astype(np.float32))
+            pending_colour.clear()
         pending.clear()
 
     for i, sample in enumerate(samples):
@@ -61,6 +67,7 @@ def forward_samples(
         seg = segment(bgr, params)
         x = model_inputs(bgr, seg, spec)
         pending.append(x)
+        pending_colour += [raw_colour_statistics(bgr)] * len(x)
         owners += [i] * len(x)
         labels.append(sample.label)
         n_cells.append(len(seg.cells))
@@ -144,6 +151,7 @@ def calibrate(spec: InputSpec, train: Forwarded, calib: Forwarded) -> Calibratio
         col_prec,
         float(np.quantile(cf, 0.95)),
         float(np.quantile(cc, 0.95)),
+        colour_in_graph=spec.colour == "rgb",
     )
     n = len(calib.labels)
     ood_view = np.maximum(cf / module.feat_scale, cc / module.col_scale)
@@ -165,3 +173,17 @@ def calibrate(spec: InputSpec, train: Forwarded, calib: Forwarded) -> Calibratio
     rate = float(np.mean(no_cells | (ood > ood_threshold) | (conf < low_conf)))
     accuracy = float(np.mean(np.nanargmax(np.nan_to_num(probs[ok], nan=-1), axis=1) == calib.labels[ok]))
     return Calibration(temperature, module, ood_threshold, low_conf, rate, accuracy)
+
+
+def raw_colour_gaussian(cal: Calibration) -> dict | None:
+    """The card's ``flags.colour`` for a colour-free model: the raw-colour distance the pipeline adds to the graph's
+    feature distance (the network never sees the colour, the flag does). None where the graph has it."""
+    module = cal.ood_module
+    if module.colour_in_graph:
+        return None
+    return {
+        "statistics": "LAB mean and std of the raw image (allscan.pipeline.colour.colour_statistics)",
+        "means": module.col_means.numpy().astype(float).round(6).tolist(),
+        "precision": module.col_precision.numpy().astype(float).tolist(),
+        "scale": round(module.col_scale, 6),
+    }

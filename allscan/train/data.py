@@ -17,9 +17,12 @@ import numpy as np
 
 from allscan.io.images import IMAGE_SUFFIXES, ImageReadError, decode_image
 from allscan.models.card import InputSpec
-from allscan.pipeline.model_input import model_view
+from allscan.pipeline.colour import colour_statistics
+from allscan.pipeline.model_input import model_view, resize_view
 from allscan.pipeline.segment import SegmentParams, segment
 
+SPLITS = ("blocked", "tail", "random")
+TAIL_FRAC = 0.12
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -57,7 +60,8 @@ def split_samples(
 ) -> dict[str, list[Sample]]:
     """train / calib / test split.
 
-    ``random``: stratified random. ``blocked``: each class's images sorted by number are cut into ``blocks``
+    ``tail``: the highest-numbered 12 % of each class held out (a prospective check). ``random``: stratified
+    random. ``blocked``: each class's images sorted by number are cut into ``blocks``
     contiguous ranges; whole ranges go to test and calibration, so neighbouring (same-patient) images do not
     straddle the split.
     """
@@ -78,24 +82,35 @@ def split_samples(
             for rank, b in enumerate(order):
                 part = "test" if rank < n_test else "calib" if rank < n_test + n_cal else "train"
                 out[part] += [items[i] for i in chunks[b]]
+        elif mode == "tail":
+            # The prospective check: the highest-numbered TAIL_FRAC of each class (the latest patients) is the test
+            # set; calibration takes whole blocks of what remains, as in 'blocked'.
+            n_tail = max(1, round(TAIL_FRAC * len(items)))
+            out["test"] += items[len(items) - n_tail :]
+            rest = items[: len(items) - n_tail]
+            chunks = np.array_split(np.arange(len(rest)), blocks)
+            n_cal = max(1, round(calib_frac * blocks))
+            for rank, b in enumerate(rng.permutation(blocks)):
+                out["calib" if rank < n_cal else "train"] += [rest[i] for i in chunks[b]]
         else:
-            raise ValueError(f"split must be 'random' or 'blocked', not {mode!r}")
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {mode!r}")
     return out
 
 
 @dataclass
 class CachedViews:
-    """uint8 RGB views [M, S, S, 3], their keep-masks [M, S, S] (1 = real pixels) and labels / image index."""
+    """uint8 BGR views [M, S, S, 3] at the card's size (before its colour transform), keep-masks [M, S, S]
+    (1 = real pixels), labels and image index per view, and each source image's raw LAB statistics."""
 
     images: np.ndarray
     masks: np.ndarray
     labels: np.ndarray
     image_index: np.ndarray
-    colour_stats: np.ndarray  # [n_images, 6]: mean and std of RGB (0-1) over real pixels, per source image
+    colour_stats: np.ndarray  # [n_images, 6]: LAB mean and std of the raw image (colour.colour_statistics)
     failed: list[tuple[Path, str]]
 
 
-def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> list[tuple[np.ndarray, np.ndarray]]:
+def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> tuple[np.ndarray, list]:
     decoded = decode_image(sample.path)
     seg = segment(decoded.bgr, params)
     views = model_view(decoded.bgr, seg, spec)
@@ -104,40 +119,40 @@ def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> list[tuple
     for view in views:
         keep = np.any(view != fill, axis=2).astype(np.uint8) if spec.mode == "masked" else None
         out.append((view, keep))
-    return out
+    return colour_statistics(decoded.bgr), out
 
 
-def cache_views(samples: list[Sample], spec: InputSpec, params: SegmentParams, scale: float = 1.15) -> CachedViews:
-    """Decode, segment and cut every sample once; keep the views at ``scale`` x the input size."""
-    side = int(round(spec.size * scale))
+def cache_views(samples: list[Sample], spec: InputSpec, params: SegmentParams) -> CachedViews:
+    """Decode, segment and cut every sample once, resized exactly as the inference path resizes.
+
+    The views are kept at the input size (no larger cache to crop from: a second resize was the train/inference
+    mismatch of the first release); scale jitter zooms in from this view.
+    """
+    side = spec.size
     imgs, masks, labels, index, colours, failed = [], [], [], [], [], []
     for i, sample in enumerate(samples):
         try:
-            views = _views(sample, spec, params)
+            stats, views = _views(sample, spec, params)
         except ImageReadError as exc:
             failed.append((sample.path, str(exc)))
-            views = []
-        stats = []
+            stats, views = np.full(6, np.nan), []
         for view, keep in views:
-            rgb = cv2.cvtColor(cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            imgs.append(resize_view(view, spec))
             mask = (
                 np.ones((side, side), np.uint8)
                 if keep is None
                 else cv2.resize(keep, (side, side), interpolation=cv2.INTER_NEAREST)
             )
-            imgs.append(rgb)
             masks.append(mask)
             labels.append(sample.label)
             index.append(i)
-            pixels = rgb[mask > 0].astype(np.float32) / 255.0 if mask.any() else rgb.reshape(-1, 3) / 255.0
-            stats.append(np.concatenate([pixels.mean(0), pixels.std(0)]))
-        colours.append(np.mean(stats, axis=0) if stats else np.full(6, np.nan))
+        colours.append(stats)
     return CachedViews(
         images=np.stack(imgs) if imgs else np.zeros((0, side, side, 3), np.uint8),
         masks=np.stack(masks) if masks else np.zeros((0, side, side), np.uint8),
         labels=np.asarray(labels, dtype=np.int64),
         image_index=np.asarray(index, dtype=np.int64),
-        colour_stats=np.asarray(colours, dtype=np.float32),
+        colour_stats=np.asarray(colours, dtype=np.float64),
         failed=failed,
     )
 

@@ -60,8 +60,21 @@ def min_mahalanobis(f: torch.Tensor, means: torch.Tensor, precision: torch.Tenso
 class OodScore(nn.Module):
     """Graph module: (normalised input, pooled features) -> ood [N]."""
 
-    def __init__(self, spec, feat_means, feat_precision, col_means, col_precision, feat_scale, col_scale) -> None:
+    def __init__(
+        self,
+        spec,
+        feat_means,
+        feat_precision,
+        col_means,
+        col_precision,
+        feat_scale,
+        col_scale,
+        colour_in_graph: bool = True,
+    ) -> None:
         super().__init__()
+        # A colour-free input has no colour left to measure in the graph: the pipeline scores the raw image's colour
+        # with the same Gaussian (card flags.colour) and takes the maximum with this output.
+        self.colour_in_graph = colour_in_graph
         self.spec_mean, self.spec_std = tuple(spec.mean), tuple(spec.std)
         self.fill, self.masked = tuple(spec.mask_fill), spec.mode == "masked"
         self.register_buffer("feat_means", torch.as_tensor(feat_means))
@@ -78,6 +91,8 @@ class OodScore(nn.Module):
         return d_feat, d_col
 
     def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        if not self.colour_in_graph:
+            return min_mahalanobis(pooled, self.feat_means, self.feat_precision) / self.feat_scale
         d_feat, d_col = self.parts(x, pooled)
         return torch.maximum(d_feat, d_col)
 

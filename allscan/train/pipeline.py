@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from allscan import __version__
-from allscan.models.card import FlagThresholds, ModelCard, sha256_file, write_card
+from allscan.models.card import FlagThresholds, InputSpec, ModelCard, sha256_file, write_card
 from allscan.pipeline.segment import SegmentParams
 from allscan.train import archs
-from allscan.train.calibrate import calibrate, forward_samples
+from allscan.train.calibrate import calibrate, forward_samples, raw_colour_gaussian
 from allscan.train.data import cache_views, scan_class_folders, split_samples
+from allscan.train.distill import load_teacher
 from allscan.train.export import export_onnx
 from allscan.train.loop import TrainConfig, run_training
 from allscan.train.ood import ExportNet
@@ -59,7 +60,14 @@ def train_model(config: TrainConfig, log=print) -> Path:
     )
     folder = Path(config.out_root) / config.name
     checkpoint = folder / "checkpoints" / "last.pt"
-    history = run_training(net, train_views, calib_views, config, checkpoint, log)
+    if config.stem_from and not (config.resume and checkpoint.is_file()):
+        copied = archs.load_stem(net, Path(config.out_root) / config.stem_from / "checkpoints" / "last.pt")
+        log(f"hybrid stem: {copied} tensors from {config.stem_from}'s checkpoint")
+    teacher = None
+    if config.teacher:
+        teacher = load_teacher(config.teacher, config.input, classes, Path(config.out_root), config.threads)
+        log(f"distilling from {teacher.model_id} (alpha {config.distill_alpha}, T {config.distill_temperature})")
+    history = run_training(net, train_views, calib_views, config, checkpoint, log, teacher)
     log("calibrating on the calibration split through the inference preprocessing")
     fwd_train = forward_samples(net, parts["train"], config.input, params)
     fwd_calib = forward_samples(net, parts["calib"], config.input, params)
@@ -89,7 +97,9 @@ def train_model(config: TrainConfig, log=print) -> Path:
         outputs=("logits", "cam", "ood"),
         heatmap_method=heatmap,
         temperature=round(cal.temperature, 4),
-        flags=FlagThresholds(ood=round(cal.ood_threshold, 4), low_confidence=cal.low_confidence),
+        flags=FlagThresholds(
+            ood=round(cal.ood_threshold, 4), low_confidence=cal.low_confidence, colour=raw_colour_gaussian(cal)
+        ),
         class_labels={c: CLASS_LABELS.get(c, c) for c in classes},
         training={
             "data": "ALL image dataset (Aria et al., 2021, DOI 10.34740/KAGGLE/DSV/2175623), all-pbs copy",
@@ -98,11 +108,13 @@ def train_model(config: TrainConfig, log=print) -> Path:
             "split": {"mode": config.split, "seed": config.seed, **{k: len(v) for k, v in parts.items()}},
             "history": history,
             "pretrained": config.pretrained,
+            "teacher": teacher.model_id if teacher else None,
             "onnx_parity_max_dp": parity,
             "calibration": {
                 "accuracy": round(cal.calib_accuracy, 4),
                 "flag_rate": round(cal.calib_flag_rate, 4),
-                "ood": "max(feature Mahalanobis, colour Mahalanobis), each / its calib 95th percentile",
+                "ood": "max(feature Mahalanobis, colour Mahalanobis), each / its calib 95th percentile"
+                + ("" if config.input.colour == "rgb" else "; colour from the raw image, in the pipeline"),
             },
             "environment": {
                 "allscan": __version__,
@@ -120,3 +132,11 @@ def train_model(config: TrainConfig, log=print) -> Path:
 
 def with_input(config: TrainConfig, **changes) -> TrainConfig:
     return replace(config, input=replace(config.input, **changes))
+
+
+def colour_input(size: int, mode: str, colour: str) -> InputSpec:
+    """The input spec for ``--colour``: a grey lightness image is centred at 0.5 with its z-score's spread (40/255),
+    colour keeps ImageNet's mean and std (so --pretrained weights see what they were trained on)."""
+    if colour == "rgb":
+        return InputSpec(size=size, mode=mode, colour=colour)
+    return InputSpec(size=size, mode=mode, colour=colour, mean=(0.5, 0.5, 0.5), std=(0.157, 0.157, 0.157))
