@@ -181,7 +181,8 @@ def test_train_cli_cnn(tiny_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "model written to" in result.output
-    _check_store_model(store / "cnn", tiny_data, "cnn", gap=True)
+    _check_store_model(store / "cnn", tiny_data, "cnn", gap=True, colour_free=True)  # the CLI's default input
+    _check_colour_flag(store / "cnn", tiny_data)
 
 
 @pytest.mark.slow

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from allscan import __version__
-from allscan.io.heatmap import cell_focus as focus_share
 from allscan.io.heatmap import cell_evidence, class_map, render, strongest_cells, write_png
+from allscan.io.heatmap import cell_focus as focus_share
 from allscan.io.images import DEFAULT_MAX_PIXELS
 from allscan.io.tables import (
     CELL_TABLE_COLUMNS,

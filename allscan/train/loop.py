@@ -160,6 +160,7 @@ def run_training(
             total += len(idx)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += loss.item() * len(idx)
+        precise_batchnorm(model, train_views, config.input, rng=np.random.default_rng(config.seed + epoch))
         calib_acc = evaluate_views(model, calib_views, config.input)
         swap_acc = evaluate_views(model, swapped_calib, config.input) if swapped_calib is not None else float("nan")
         epoch += 1
@@ -181,6 +182,33 @@ def run_training(
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}, checkpoint)
     return history
+
+
+@torch.no_grad()
+def precise_batchnorm(
+    model: nn.Module, views: CachedViews, spec: InputSpec, max_images: int = 512, rng: np.random.Generator | None = None
+) -> int:
+    """Re-estimate BatchNorm statistics on unaugmented training views, as inference will see them ("precise BN",
+    pycls). The running averages collected during training trail weights that move fast and see augmented
+    pixels: measured here, a colour-free ResNet-18 scored 0.28 in eval mode on its own training images after 3
+    epochs, 0.93 after this. Returns the number of images used (0 when the model has no BatchNorm)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(views.labels) == 0:
+        return 0
+    rng = rng or np.random.default_rng(0)
+    chosen = rng.permutation(len(views.labels))[:max_images]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    for start in range(0, len(chosen), 64):
+        model(batch_tensor(views, chosen[start : start + 64], spec, None, 0.0))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(chosen)
 
 
 def swapped_views(

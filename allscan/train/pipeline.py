@@ -19,7 +19,7 @@ from allscan.train.calibrate import calibrate, forward_samples, raw_colour_gauss
 from allscan.train.data import cache_views, scan_class_folders, split_samples
 from allscan.train.distill import load_teacher
 from allscan.train.export import export_onnx
-from allscan.train.loop import TrainConfig, run_training
+from allscan.train.loop import TrainConfig, precise_batchnorm, run_training
 from allscan.train.ood import ExportNet
 
 CLASS_LABELS = {
@@ -68,6 +68,8 @@ def train_model(config: TrainConfig, log=print) -> Path:
         teacher = load_teacher(config.teacher, config.input, classes, Path(config.out_root), config.threads)
         log(f"distilling from {teacher.model_id} (alpha {config.distill_alpha}, T {config.distill_temperature})")
     history = run_training(net, train_views, calib_views, config, checkpoint, log, teacher)
+    if precise_batchnorm(net, train_views, config.input, max_images=2048):
+        log("BatchNorm statistics re-estimated on unaugmented training views")
     log("calibrating on the calibration split through the inference preprocessing")
     fwd_train = forward_samples(net, parts["train"], config.input, params)
     fwd_calib = forward_samples(net, parts["calib"], config.input, params)
