@@ -201,13 +201,16 @@ def doctor() -> None:
     raise typer.Exit(0)
 
 
-def _metric(metrics: dict[str, Any], *keys: str) -> str:
+def _metric(metrics: dict[str, Any], *keys: str, field: str = "accuracy") -> str:
+    """A card metric by the first of ``keys`` present; ``field`` may be a dotted path (``swap.swap_gap``)."""
     for key in keys:
-        value = metrics.get(key)
-        if isinstance(value, dict):
-            value = value.get("accuracy", value.get("acc"))
+        value: Any = metrics.get(key)
+        for part in field.split("."):
+            if not isinstance(value, dict):
+                break
+            value = value.get(part, value.get("acc") if part == "accuracy" else None)
         if isinstance(value, int | float):
-            return f"{value:.3f}"
+            return f"{value:+.3f}" if field.endswith("gap") else f"{value:.3f}"
     return "-"
 
 
@@ -228,8 +231,10 @@ def models_cmd() -> None:
         "architecture",
         "input",
         "classes",
-        "accuracy (random)",
-        "accuracy (blocked)",
+        "macro-F1 (blocked)",
+        "macro-F1 (tail)",
+        "swap gap",
+        "ALL sensitivity",
         "engines",
     ):
         table.add_column(column)
@@ -237,16 +242,18 @@ def models_cmd() -> None:
         try:
             stored = load_model(name, verify_hash=False)
         except ModelStoreError as exc:
-            table.add_row(name, "-", "-", "-", "-", "-", str(exc))
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", str(exc))
             continue
         card = stored.card
         table.add_row(
             name,
             card.architecture,
-            f"{card.input.size}px {card.input.mode}",
+            f"{card.input.size}px {card.input.mode} {card.input.colour}",
             ", ".join(card.classes),
-            _metric(card.metrics, "random_test", "random", "random_split", "accuracy"),
-            _metric(card.metrics, "blocked_test", "blocked", "blocked_split"),
+            _metric(card.metrics, "blocked_test", "blocked", field="macro_f1"),
+            _metric(card.metrics, "tail_test", field="macro_f1"),
+            _metric(card.metrics, "blocked_test", "tail_test", field="swap.swap_gap"),
+            _metric(card.metrics, "blocked_test", "tail_test", field="binary.sensitivity"),
             _engines_cell(stored, machine),
         )
     console.print(table)

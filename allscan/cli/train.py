@@ -131,6 +131,9 @@ def evaluate_command(
         True, "--audit/--no-audit", help="Shortcut audit: colour-only baseline and the stain-swap test."
     ),
     swap_seed: int = typer.Option(0, "--swap-seed", help="Seed of the swap test's donor choice."),
+    update_card_of: str | None = typer.Option(
+        None, "--update-card-of", help="Store the metrics in this model's card instead (same recipe, another split)."
+    ),
 ) -> None:
     """Measure a model through the inference path: metrics.json, confusion_matrix.png, roc.png."""
     try:
@@ -164,11 +167,11 @@ def evaluate_command(
             f"leukemia unflagged {f['share_leukemia_unflagged']:.3f}, "
             f"benign unflagged {f['share_benign_unflagged']:.3f}"
         )
-    if update_card:
+    if update_card or update_card_of:
         from allscan.evaluation.card_metrics import store_metrics
 
-        store_metrics(model, split or "all", metrics)
-        typer.echo(f"metrics stored in engines/{model}/card.json")
+        key = store_metrics(model, split or "all", metrics, into=update_card_of)
+        typer.echo(f"metrics stored as {key} in engines/{update_card_of or model}/card.json")
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 

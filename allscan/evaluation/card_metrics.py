@@ -26,12 +26,19 @@ KEEP = (
 )
 
 
-def store_metrics(model_name: str, split: str, metrics: dict) -> None:
+def store_metrics(model_name: str, split: str, metrics: dict, into: str | None = None) -> str:
+    """Store ``metrics`` under ``<split mode>_<split>`` in the card of ``model_name``, or of ``into``: the same
+    recipe trained on another split (the tail split's model measures the shipped blocked-split model's recipe
+    prospectively). Returns the key."""
     model = load_model(model_name)
+    target = load_model(into) if into else model
     entry = {k: metrics[k] for k in KEEP if k in metrics}
+    if into:
+        entry["measured_on"] = f"{model.card.model_id}: the same recipe trained on this split"
     if "foreign" in metrics:
         entry["foreign"] = {k: v for k, v in metrics["foreign"].items() if k != "dir"}
         entry["foreign"]["dataset"] = "bccd (another lab, no leukemia)"
     key = f"{model.card.training.get('split', {}).get('mode', 'blocked')}_{split}"
-    updated = dataclasses.replace(model.card, metrics={**model.card.metrics, key: json.loads(json.dumps(entry))})
-    write_card(updated, model.folder / "card.json")
+    updated = dataclasses.replace(target.card, metrics={**target.card.metrics, key: json.loads(json.dumps(entry))})
+    write_card(updated, target.folder / "card.json")
+    return key
