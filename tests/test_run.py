@@ -48,7 +48,7 @@ def test_sample_images_full_contract_and_idempotent_rerun(tiny_store: Path, samp
         assert row["status"] == "ok" and row["label"] in ("Benign", "Early", "Pre", "Pro")
         probs = [float(row[f"prob_{c}"]) for c in ("Benign", "Early", "Pre", "Pro")]
         assert sum(probs) == pytest.approx(1.0, abs=2e-4) and float(row["confidence"]) == max(probs)
-        assert row["heatmap"] == f"heatmaps/{row['slide']}/{Path(row['image']).stem}.png"
+        assert row["heatmap"] == f"heatmaps/{row['slide']}/{Path(row['image']).name}.png"
         assert (out / row["heatmap"]).is_file()
         assert int(row["n_cells"]) >= 1 and 0.0 <= float(row["cell_focus"]) <= 1.0
         assert row["model_id"].startswith("tiny@")

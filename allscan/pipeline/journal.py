@@ -6,6 +6,9 @@ string for the options that change the outputs (heatmap mode, pixel limit). Rows
 cells of the tables, so the tables can be rebuilt at any time, byte for byte, from the journal alone in
 discovery order: a rerun with nothing to do, a resumed run and an uninterrupted run publish the same bytes.
 
+Names (paths, slides) are stored escaped by :func:`allscan.io.names.escape_name`: a file name that is not valid
+UTF-8 is bytes SQLite cannot hold as text, and the escape keeps distinct names distinct.
+
 The images of *this* run are listed in the ``current`` table (streamed in, never held in memory), marked
 ``todo`` where the journal has no matching result, and the tables are published from ``current`` joined with
 ``results``.
@@ -25,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from allscan.io.names import escape_name, printable, unescape_name
 from allscan.pipeline.discover import Found
 
 JOURNAL_NAME = ".allscan-journal.sqlite"
@@ -49,6 +53,16 @@ CREATE TABLE IF NOT EXISTS current (
     todo INTEGER NOT NULL DEFAULT 1
 );
 """
+
+
+def _key(name: str) -> str:
+    """A name as the journal stores it: escaped, so any byte sequence is valid text (and keys stay distinct)."""
+    return escape_name(name)
+
+
+def _name(key: str) -> str:
+    """The name a journal key stands for (os.fsdecode's form, usable to open the file)."""
+    return unescape_name(key)
 
 
 class JournalLocked(Exception):
@@ -133,7 +147,10 @@ class Journal:
         self.db.executemany(
             "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((f.path, f.slide, f.image, f.in_slide, f.size, f.mtime_ns, f.error) for f in found),
+            (
+                (_key(f.path), _key(f.slide), _key(f.image), _key(f.in_slide), f.size, f.mtime_ns, printable(f.error))
+                for f in found
+            ),
         )
         self.db.commit()
         return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
@@ -164,8 +181,8 @@ class Journal:
             ).fetchall()
             if not rows:
                 return
-            for row in rows:
-                yield Found(*row[1:])
+            for _, slide, image, in_slide, path, size, mtime_ns, error in rows:
+                yield Found(_name(slide), _name(image), _name(in_slide), _name(path), size, mtime_ns, error)
             last = rows[-1][0]
 
     # -- results --
@@ -185,13 +202,13 @@ class Journal:
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                found.path,
+                _key(found.path),
                 self.model_id,
                 self.config,
                 found.size,
                 found.mtime_ns,
-                found.slide,
-                found.image,
+                _key(found.slide),
+                _key(found.image),
                 int(retry),
                 status,
                 label_index,
@@ -215,7 +232,7 @@ class Journal:
         )
         for slide, status, label_index, probs, flags, image_row, cell_rows in cursor:
             yield Stored(
-                slide=slide,
+                slide=_name(slide),
                 status=status,
                 label_index=label_index,
                 probs=json.loads(probs) if probs is not None else None,

@@ -30,6 +30,7 @@ from allscan import __version__
 from allscan.io.heatmap import cell_evidence, class_map, render, strongest_cells, write_png
 from allscan.io.heatmap import cell_focus as focus_share
 from allscan.io.images import DEFAULT_MAX_PIXELS
+from allscan.io.names import heatmap_relpath
 from allscan.io.tables import (
     CELL_TABLE_COLUMNS,
     TABLES_VERSION,
@@ -216,10 +217,11 @@ class _Finisher:
         focus = focus_share(heat, mask) if item.cells else None
         evidence = cell_evidence(heat, item.labels, len(item.cells))
         heatmap_rel = ""
-        png = self.out_dir / "heatmaps" / found.slide / (os.path.splitext(found.in_slide)[0] + ".png")
+        png_rel = heatmap_relpath(found.slide, found.in_slide)
+        png = self.out_dir / png_rel
         if item.bgr is not None and wants_heatmap(self.heatmaps, label, pred.flags, card.classes):
             write_png(png, render(item.bgr, heat, mask, strongest_cells(item.labels, evidence)))
-            heatmap_rel = png.relative_to(self.out_dir).as_posix()
+            heatmap_rel = png_rel
         else:
             png.unlink(missing_ok=True)  # a PNG left by an earlier run with another --heatmaps
         t1 = time.perf_counter()
