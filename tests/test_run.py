@@ -211,3 +211,27 @@ def test_import_cli_loads_neither_torch_nor_tensorrt() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_slide_name_clash_and_out_as_input_are_usage_errors(tiny_store: Path, tmp_path: Path) -> None:
+    """Cases 5 and 6 through the CLI: exit 2 with one line, nothing published."""
+    from allscan.cli import app
+
+    write_jpeg(tmp_path / "in1" / "patientA" / "a.jpg", field(64, seed=1))
+    write_jpeg(tmp_path / "in2" / "patientA" / "a.jpg", field(64, seed=2))
+    runner = CliRunner()
+    out = tmp_path / "o"
+    clash = runner.invoke(app, ["run", str(tmp_path / "in1"), str(tmp_path / "in2"), "-m", "tiny", "-o", str(out)])
+    assert clash.exit_code == 2 and "slide name 'patientA' comes from two folders" in clash.output
+    assert not (out / "images.csv").exists()
+    same = runner.invoke(app, ["run", str(tmp_path / "in1"), "-m", "tiny", "-o", str(tmp_path / "in1")])
+    assert same.exit_code == 2 and "is an INPUT" in same.output
+
+
+def test_earlier_results_inside_the_input_are_not_read_back(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 6: results of an earlier run with another --out inside INPUT are never slides."""
+    make_slides(tmp_path / "in", 3, n_slides=1)
+    cfg = {"model": "tiny", "workers": 0, "heatmaps": "all"}
+    first = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night1", **cfg))
+    second = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night2", **cfg))
+    assert first.n_images == second.n_images == 3 and second.n_slides == 1

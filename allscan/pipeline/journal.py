@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allscan.io.names import escape_name, printable, unescape_name
-from allscan.pipeline.discover import Found
+from allscan.pipeline.discover import JOURNAL_NAME, Found
 
-JOURNAL_NAME = ".allscan-journal.sqlite"
 LOCK_NAME = ".allscan.lock"
 SCHEMA_VERSION = "1"
 PAGE = 512  # rows per read of the todo list
@@ -143,15 +142,27 @@ class Journal:
     # -- this run's images --
     def load_current(self, found: Iterable[Found]) -> int:
         """Replace the list of this run's images (streamed; a path seen twice keeps its first place)."""
-        self.db.execute("DELETE FROM current")
-        self.db.executemany(
-            "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (_key(f.path), _key(f.slide), _key(f.image), _key(f.in_slide), f.size, f.mtime_ns, printable(f.error))
-                for f in found
-            ),
-        )
+        try:
+            self.db.execute("DELETE FROM current")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        _key(f.path),
+                        _key(f.slide),
+                        _key(f.image),
+                        _key(f.in_slide),
+                        f.size,
+                        f.mtime_ns,
+                        printable(f.error),
+                    )
+                    for f in found
+                ),
+            )
+        except BaseException:
+            self.db.rollback()  # a refused discovery leaves the journal as it was
+            raise
         self.db.commit()
         return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
 

@@ -161,6 +161,11 @@ def _validate(config: RunConfig) -> None:
         raise RunError(f"--workers must be 0 or more, not {config.workers}")
     if config.max_pixels < 1:
         raise RunError(f"--max-pixels must be positive, not {config.max_pixels}")
+    out = os.path.abspath(config.out)
+    if any(os.path.abspath(inp) == out for inp in config.inputs):
+        raise RunError(
+            f"--out {config.out} is an INPUT: its results would be read back as slides; choose another --out"
+        )
     try:
         check_inputs(list(config.inputs))
     except DiscoveryError as exc:
@@ -444,7 +449,10 @@ def run_batch(config: RunConfig) -> RunSummary:
     journal = Journal(config.out, card.model_id, _config_key(config))
     try:
         t0 = time.perf_counter()
-        total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+        try:
+            total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+        except DiscoveryError as exc:
+            raise RunError(str(exc)) from None
         todo = journal.mark_todo(config.resume)
         timings["discover"] = time.perf_counter() - t0
         log(f"{total} images found, {todo} to process, {total - todo} already done ({card.model_id})")
