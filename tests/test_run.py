@@ -235,3 +235,24 @@ def test_earlier_results_inside_the_input_are_not_read_back(tiny_store: Path, tm
     first = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night1", **cfg))
     second = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night2", **cfg))
     assert first.n_images == second.n_images == 3 and second.n_slides == 1
+
+
+def test_input_gone_empty_is_refused_unless_allowed(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 14: an unmounted share (an INPUT suddenly empty) replaced last night's tables with empty ones."""
+    from allscan.cli import app
+
+    make_slides(tmp_path / "share", 4, n_slides=2)
+    write_jpeg(tmp_path / "local" / "patient-L" / "a.jpg", field(64, seed=5))
+    write_jpeg(tmp_path / "local" / "patient-L" / "b.jpg", field(64, seed=6))
+    out = tmp_path / "o"
+    args = ["run", str(tmp_path / "share"), str(tmp_path / "local"), "-m", "tiny", "-o", str(out), "--no-report"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    before = _bytes(out)
+    for path in (tmp_path / "share").rglob("*.jpg"):
+        path.unlink()  # the share is unmounted: its folder is there, empty
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "yields no image now, but the journal holds 4 results" in refused.output
+    assert _bytes(out) == before
+    allowed = runner.invoke(app, [*args, "--allow-empty"])
+    assert allowed.exit_code == 0 and len(_read(out)) == 2

@@ -136,8 +136,11 @@ class Journal:
         self.db.commit()
 
     def close(self) -> None:
-        self.db.commit()
-        self.db.close()
+        """Commit what is finished and close (the connection is closed even when the commit fails)."""
+        try:
+            self.db.commit()
+        finally:
+            self.db.close()
 
     # -- this run's images --
     def load_current(self, found: Iterable[Found]) -> int:
@@ -251,6 +254,20 @@ class Journal:
                 image_row=json.loads(image_row),
                 cell_rows=json.loads(cell_rows),
             )
+
+    def count_under(self, root: str) -> tuple[int, int]:
+        """(images of this run, journaled results of any run) at or under the absolute path ``root``."""
+        key = _key(root)
+        low = key if key.endswith("/") else key + "/"
+        high = low[:-1] + "0"  # '0' follows '/': [low, high) is every path below root
+        found = self.db.execute(
+            "SELECT COUNT(*) FROM current WHERE error = '' AND (path = ? OR (path >= ? AND path < ?))",
+            (key, low, high),
+        ).fetchone()[0]
+        journaled = self.db.execute(
+            "SELECT COUNT(*) FROM results WHERE path = ? OR (path >= ? AND path < ?)", (key, low, high)
+        ).fetchone()[0]
+        return int(found), int(journaled)
 
     def count_missing(self) -> int:
         """Images of this run without a result (0 after a complete run; anything else is a bug)."""
