@@ -6,6 +6,10 @@ string for the options that change the outputs (heatmap mode, pixel limit). Rows
 cells of the tables, so the tables can be rebuilt at any time, byte for byte, from the journal alone in
 discovery order: a rerun with nothing to do, a resumed run and an uninterrupted run publish the same bytes.
 
+A journal that is damaged (truncated, overwritten, another schema) is moved aside to
+``.allscan-journal.damaged-<time>`` and a new one is started: the results are rebuilt from the inputs, and the
+run says so in one warning line instead of failing every night.
+
 Names (paths, slides) are stored escaped by :func:`allscan.io.names.escape_name`: a file name that is not valid
 UTF-8 is bytes SQLite cannot hold as text, and the escape keeps distinct names distinct.
 
@@ -25,7 +29,9 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from allscan.io.names import escape_name, printable, unescape_name
@@ -34,6 +40,9 @@ from allscan.pipeline.discover import JOURNAL_NAME, Found
 LOCK_NAME = ".allscan.lock"
 SCHEMA_VERSION = "1"
 PAGE = 512  # rows per read of the todo list
+DAMAGED_PREFIX = ".allscan-journal.damaged-"
+_TABLES = ("meta", "results", "current")
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +71,49 @@ def _key(name: str) -> str:
 def _name(key: str) -> str:
     """The name a journal key stands for (os.fsdecode's form, usable to open the file)."""
     return unescape_name(key)
+
+
+class JournalDamaged(Exception):
+    """The journal file is not a usable allscan journal (truncated, overwritten, another schema)."""
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    """Each table's column names, as this allscan's schema makes them."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(_SCHEMA)
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in _TABLES}
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the journal; :class:`JournalDamaged` when the file is not a sound journal of our schema."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        check = db.execute("PRAGMA quick_check(1)").fetchone()[0]  # reads every page: finds a truncated file
+        if check != "ok":
+            raise JournalDamaged(printable(str(check)))
+        db.executescript(_SCHEMA)
+        expected = _expected_columns()
+        for table, columns in expected.items():
+            found = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            if found != columns:
+                raise JournalDamaged(f"table {table} has columns {found}, not {columns}")
+        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise JournalDamaged(f"journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
+        db.commit()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise JournalDamaged(str(exc)) from None
+        raise  # disk full, I/O error, read-only: a storage fault, not damage
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class JournalLocked(Exception):
@@ -124,16 +176,22 @@ class Journal:
         self.path = Path(out_dir) / JOURNAL_NAME
         self.model_id = model_id
         self.config = config
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif version[0] != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
-        self.db.commit()
+        self.warning = ""  # set when a damaged journal was moved aside
+        try:
+            self.db = _open(self.path)
+        except JournalDamaged as exc:
+            self.warning = self._move_aside(str(exc))
+            self.db = _open(self.path)
+
+    def _move_aside(self, reason: str) -> str:
+        """Keep the damaged file (and its WAL) for a post-mortem; the rerun rebuilds results from the inputs."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{DAMAGED_PREFIX}{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{aside}{suffix}")
+        return f"journal {self.path} is damaged ({reason}): moved aside to {aside.name}, rebuilding from the inputs"
 
     def close(self) -> None:
         """Commit what is finished and close (the connection is closed even when the commit fails)."""

@@ -452,7 +452,14 @@ def run_batch(config: RunConfig) -> RunSummary:
     card = model.card
     summary = RunSummary(out_dir=config.out, model_id=card.model_id, backend="", backend_reason="", precision="")
     timings = dict.fromkeys(STAGES, 0.0)
-    journal = Journal(config.out, card.model_id, _config_key(config))
+    try:
+        journal = Journal(config.out, card.model_id, _config_key(config))
+    except BaseException:
+        lock.release()
+        raise
+    if journal.warning:
+        summary.warnings.append(journal.warning)
+        log(f"warning: {journal.warning}")
     try:
         t0 = time.perf_counter()
         try:
