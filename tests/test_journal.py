@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pipeline_synth import make_slides
 
-from allscan.pipeline.journal import JOURNAL_NAME, RunLock
+from allscan.pipeline.journal import JOURNAL_NAME, LOCK_NAME, RunLock
 from allscan.pipeline.run import RunConfig, RunLocked, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,3 +119,15 @@ def test_damaged_journal_is_moved_aside_and_rebuilt(damage: object, tiny_store: 
     assert {t: (out / t).read_bytes() for t in TABLES} == before
     again = run_batch(RunConfig(**cfg))  # type: ignore[arg-type]
     assert again.n_processed == 0 and not again.warnings
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_run_in(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 7: the lock was on .allscan.lock; deleting it let a second run write the same --out."""
+    make_slides(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    with RunLock(out):
+        (out / LOCK_NAME).unlink()
+        with pytest.raises(RunLocked, match="another allscan run"):
+            run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0))
+        assert not (out / "images.csv").exists()
