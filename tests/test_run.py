@@ -256,3 +256,36 @@ def test_input_gone_empty_is_refused_unless_allowed(tiny_store: Path, tmp_path: 
     assert _bytes(out) == before
     allowed = runner.invoke(app, [*args, "--allow-empty"])
     assert allowed.exit_code == 0 and len(_read(out)) == 2
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "engines"
+
+
+def test_allscan_runs_rows_position_independently_on_onnxruntime() -> None:
+    """Case 10: ORT rounds a row differently at another place in the batch (the shipped ViT does)."""
+    from allscan.runtime.select import select_runner
+
+    model = load_model("vit", root=SHIPPED)
+    size = model.card.input.size
+    batch = np.random.default_rng(0).normal(size=(6, 3, size, size)).astype(np.float32)
+    with select_runner(model, "auto", 6).runner as runner:
+        whole = runner.infer(batch)
+        for i in range(len(batch)):
+            alone = runner.infer(batch[i : i + 1])
+            for name, value in alone.items():
+                assert np.array_equal(value[0], whole[name][i]), (name, i)
+
+
+def test_tables_and_heatmaps_are_bit_identical_whatever_the_batch_size(tmp_path: Path) -> None:
+    """Case 10 end to end, on the shipped ViT: --batch-size 1, 5 and 16 publish the same bytes."""
+    make_slides(tmp_path / "in", 12, n_slides=2)
+    results = []
+    for batch in (1, 5, 16):
+        out = tmp_path / f"out{batch}"
+        run_batch(
+            RunConfig(inputs=[tmp_path / "in"], out=out, model="vit", batch_size=batch, workers=0, heatmaps="all",
+                      report=False, engines_root=SHIPPED)
+        )  # fmt: skip
+        pngs = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "heatmaps").rglob("*.png"))}
+        results.append((_bytes(out), pngs))
+    assert results[0] == results[1] == results[2]
