@@ -110,7 +110,7 @@ def dataset_out_dir(out: Path, n: int | None = None, per_slide: int = 32, seed: 
             flags.append("no_cells")
         if rng.random() < 0.05:
             flags.append("out_of_distribution")
-        heat = f"heatmaps/{slide}/{src.stem}.png"
+        heat = f"heatmaps/{slide}/{src.name}.png"
         hp = out / heat
         if not hp.exists():
             hp.parent.mkdir(parents=True, exist_ok=True)

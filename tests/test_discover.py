@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from allscan.pipeline.discover import DiscoveryError, discover
+from allscan.pipeline.discover import JOURNAL_NAME, DiscoveryError, discover
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -112,3 +112,33 @@ def test_unreadable_folder_is_reported(tmp_path: Path) -> None:
         locked.chmod(0o755)
     assert rows[0][1] == "s/locked/" and rows[0][2].startswith("cannot list folder")
     assert rows[1] == ("s", "s/ok.jpg", "")
+
+
+def test_same_slide_name_under_two_inputs_is_refused(tmp_path: Path) -> None:
+    """Case 5: two patients' folders of one name under two INPUTs were merged into one slide."""
+    _touch(tmp_path / "in1" / "patientA" / "a.jpg")
+    _touch(tmp_path / "in2" / "patientA" / "a.jpg")
+    _touch(tmp_path / "in2" / "patientB" / "b.jpg")
+    with pytest.raises(DiscoveryError, match="slide name 'patientA' comes from two folders"):
+        list(discover([tmp_path / "in1", tmp_path / "in2"]))
+    _touch(tmp_path / "in1" / "loose.jpg")  # loose images of INPUT in1: a slide named in1 ...
+    _touch(tmp_path / "in3" / "in1" / "x.jpg")  # ... against a slide folder named in1 under another INPUT
+    with pytest.raises(DiscoveryError, match="slide name 'in1'"):
+        list(discover([tmp_path / "in1", tmp_path / "in3"]))
+    # One folder reached twice (the same INPUT twice, or one of its images named alone) is one slide.
+    twice = [("in1", "loose.jpg", ""), ("patientA", "patientA/a.jpg", "")] * 2
+    assert _listing([tmp_path / "in1", tmp_path / "in1"]) == twice
+    assert len(_listing([tmp_path / "in1", tmp_path / "in1" / "patientA" / "a.jpg"])) == 3
+
+
+def test_folders_holding_a_journal_are_never_input(tmp_path: Path) -> None:
+    """Case 6: an earlier --out inside an INPUT (at any depth) was read back as slides."""
+    root = tmp_path / "slides"
+    _touch(root / "s" / "a.jpg")
+    _touch(root / "old-results" / JOURNAL_NAME)
+    _touch(root / "old-results" / "heatmaps" / "s" / "a.jpg.png")
+    _touch(root / "s" / "nested-out" / JOURNAL_NAME)
+    _touch(root / "s" / "nested-out" / "report" / "thumbs" / "t.jpg")
+    assert _listing([root]) == [("s", "s/a.jpg", "")]
+    with pytest.raises(DiscoveryError, match="is an allscan results folder"):
+        list(discover([root / "old-results"]))

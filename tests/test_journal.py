@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pipeline_synth import make_slides
 
-from allscan.pipeline.journal import JOURNAL_NAME, RunLock
+from allscan.pipeline.journal import JOURNAL_NAME, LOCK_NAME, RunLock
 from allscan.pipeline.run import RunConfig, RunLocked, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,3 +84,50 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_tables(tiny_store: 
     pngs = sorted(p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*"))
     assert pngs == sorted(p.relative_to(reference).as_posix() for p in (reference / "heatmaps").rglob("*"))
     assert not list(out.rglob("*.tmp"))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite file at all\n" * 100)
+
+
+def _other_schema(path: Path) -> None:
+    path.unlink()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE results (path TEXT PRIMARY KEY, verdict TEXT)")
+        db.execute("INSERT INTO results VALUES ('/x.jpg', 'Benign')")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _other_schema])
+def test_damaged_journal_is_moved_aside_and_rebuilt(damage: object, tiny_store: Path, tmp_path: Path) -> None:
+    """Case 9: a damaged journal ended in a traceback on every rerun."""
+    make_slides(tmp_path / "in", 60, n_slides=3)
+    out = tmp_path / "out"
+    cfg = {"inputs": [tmp_path / "in"], "out": out, "model": "tiny", "workers": 0, "report": False}
+    run_batch(RunConfig(**cfg))  # type: ignore[arg-type]
+    before = {t: (out / t).read_bytes() for t in TABLES}
+    damage(out / JOURNAL_NAME)  # type: ignore[operator]
+    summary = run_batch(RunConfig(**cfg))  # type: ignore[arg-type]
+    assert summary.n_processed == 60 and summary.exit_code == 0
+    assert len(summary.warnings) == 1 and "is damaged" in summary.warnings[0]
+    assert "rebuilding from the inputs" in summary.warnings[0]
+    assert len(list(out.glob(".allscan-journal.damaged-*"))) >= 1
+    assert {t: (out / t).read_bytes() for t in TABLES} == before
+    again = run_batch(RunConfig(**cfg))  # type: ignore[arg-type]
+    assert again.n_processed == 0 and not again.warnings
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_run_in(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 7: the lock was on .allscan.lock; deleting it let a second run write the same --out."""
+    make_slides(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    with RunLock(out):
+        (out / LOCK_NAME).unlink()
+        with pytest.raises(RunLocked, match="another allscan run"):
+            run_batch(RunConfig(inputs=[tmp_path / "in"], out=out, model="tiny", workers=0))
+        assert not (out / "images.csv").exists()

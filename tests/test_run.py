@@ -48,7 +48,7 @@ def test_sample_images_full_contract_and_idempotent_rerun(tiny_store: Path, samp
         assert row["status"] == "ok" and row["label"] in ("Benign", "Early", "Pre", "Pro")
         probs = [float(row[f"prob_{c}"]) for c in ("Benign", "Early", "Pre", "Pro")]
         assert sum(probs) == pytest.approx(1.0, abs=2e-4) and float(row["confidence"]) == max(probs)
-        assert row["heatmap"] == f"heatmaps/{row['slide']}/{Path(row['image']).stem}.png"
+        assert row["heatmap"] == f"heatmaps/{row['slide']}/{Path(row['image']).name}.png"
         assert (out / row["heatmap"]).is_file()
         assert int(row["n_cells"]) >= 1 and 0.0 <= float(row["cell_focus"]) <= 1.0
         assert row["model_id"].startswith("tiny@")
@@ -211,3 +211,81 @@ def test_import_cli_loads_neither_torch_nor_tensorrt() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_slide_name_clash_and_out_as_input_are_usage_errors(tiny_store: Path, tmp_path: Path) -> None:
+    """Cases 5 and 6 through the CLI: exit 2 with one line, nothing published."""
+    from allscan.cli import app
+
+    write_jpeg(tmp_path / "in1" / "patientA" / "a.jpg", field(64, seed=1))
+    write_jpeg(tmp_path / "in2" / "patientA" / "a.jpg", field(64, seed=2))
+    runner = CliRunner()
+    out = tmp_path / "o"
+    clash = runner.invoke(app, ["run", str(tmp_path / "in1"), str(tmp_path / "in2"), "-m", "tiny", "-o", str(out)])
+    assert clash.exit_code == 2 and "slide name 'patientA' comes from two folders" in clash.output
+    assert not (out / "images.csv").exists()
+    same = runner.invoke(app, ["run", str(tmp_path / "in1"), "-m", "tiny", "-o", str(tmp_path / "in1")])
+    assert same.exit_code == 2 and "is an INPUT" in same.output
+
+
+def test_earlier_results_inside_the_input_are_not_read_back(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 6: results of an earlier run with another --out inside INPUT are never slides."""
+    make_slides(tmp_path / "in", 3, n_slides=1)
+    cfg = {"model": "tiny", "workers": 0, "heatmaps": "all"}
+    first = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night1", **cfg))
+    second = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "in" / "night2", **cfg))
+    assert first.n_images == second.n_images == 3 and second.n_slides == 1
+
+
+def test_input_gone_empty_is_refused_unless_allowed(tiny_store: Path, tmp_path: Path) -> None:
+    """Case 14: an unmounted share (an INPUT suddenly empty) replaced last night's tables with empty ones."""
+    from allscan.cli import app
+
+    make_slides(tmp_path / "share", 4, n_slides=2)
+    write_jpeg(tmp_path / "local" / "patient-L" / "a.jpg", field(64, seed=5))
+    write_jpeg(tmp_path / "local" / "patient-L" / "b.jpg", field(64, seed=6))
+    out = tmp_path / "o"
+    args = ["run", str(tmp_path / "share"), str(tmp_path / "local"), "-m", "tiny", "-o", str(out), "--no-report"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    before = _bytes(out)
+    for path in (tmp_path / "share").rglob("*.jpg"):
+        path.unlink()  # the share is unmounted: its folder is there, empty
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "yields no image now, but the journal holds 4 results" in refused.output
+    assert _bytes(out) == before
+    allowed = runner.invoke(app, [*args, "--allow-empty"])
+    assert allowed.exit_code == 0 and len(_read(out)) == 2
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "engines"
+
+
+def test_allscan_runs_rows_position_independently_on_onnxruntime() -> None:
+    """Case 10: ORT rounds a row differently at another place in the batch (the shipped ViT does)."""
+    from allscan.runtime.select import select_runner
+
+    model = load_model("vit", root=SHIPPED)
+    size = model.card.input.size
+    batch = np.random.default_rng(0).normal(size=(6, 3, size, size)).astype(np.float32)
+    with select_runner(model, "auto", 6).runner as runner:
+        whole = runner.infer(batch)
+        for i in range(len(batch)):
+            alone = runner.infer(batch[i : i + 1])
+            for name, value in alone.items():
+                assert np.array_equal(value[0], whole[name][i]), (name, i)
+
+
+def test_tables_and_heatmaps_are_bit_identical_whatever_the_batch_size(tmp_path: Path) -> None:
+    """Case 10 end to end, on the shipped ViT: --batch-size 1, 5 and 16 publish the same bytes."""
+    make_slides(tmp_path / "in", 12, n_slides=2)
+    results = []
+    for batch in (1, 5, 16):
+        out = tmp_path / f"out{batch}"
+        run_batch(
+            RunConfig(inputs=[tmp_path / "in"], out=out, model="vit", batch_size=batch, workers=0, heatmaps="all",
+                      report=False, engines_root=SHIPPED)
+        )  # fmt: skip
+        pngs = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "heatmaps").rglob("*.png"))}
+        results.append((_bytes(out), pngs))
+    assert results[0] == results[1] == results[2]

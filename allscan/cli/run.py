@@ -1,8 +1,10 @@
 """``allscan run``: the nightly batch command. Only draws progress and the summary; the work is ``run_batch``.
 
 Exit codes (the brief's contract): 0 every image processed; 1 the run finished but some images failed (their
-rows in images.csv say why); 2 usage or configuration error. Progress is a rich bar on a terminal and plain
-log lines when stdout is not one (a scheduler's log) or with ``--quiet``.
+rows in images.csv say why); 2 usage or configuration error; 3 internal error (one line plus a traceback log
+under --out); 4 storage fault (disk full, I/O error, read-only); 130 / 143 interrupted by SIGINT / SIGTERM.
+Progress is a rich bar on a terminal and plain log lines when stdout is not one (a scheduler's log) or with
+``--quiet``.
 """
 
 from __future__ import annotations
@@ -156,11 +158,19 @@ def run(
         min=1,
         help="Refuse images with more pixels (decompression bombs).",
     ),
+    allow_empty: bool = typer.Option(
+        False,
+        "--allow-empty",
+        help="Publish even when an INPUT that gave results before yields no image now (default: refuse, exit 2).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
 ) -> None:
     """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
-    from allscan.pipeline.run import RunConfig, RunError, run_batch  # heavy imports only when running
+    from allscan.pipeline.faults import stop_on_sigterm
+
+    stop_on_sigterm()  # before the heavy imports: a scheduler's stop request is honoured from here on
+    from allscan.pipeline.run import RunConfig, run_batch  # heavy imports only when running
 
     console = Console()
     reporter = _Reporter(console, fancy=console.is_terminal and not quiet)
@@ -174,20 +184,18 @@ def run(
         resume=resume,
         workers=workers,
         max_pixels=max_pixels,
+        allow_empty=allow_empty,
         report=not no_report,
         progress=reporter,
         log=reporter.log,
     )
     try:
         summary = run_batch(config)
-    except RunError as exc:
+    except BaseException as exc:  # noqa: BLE001 - every way a run ends maps to one documented exit code
         reporter.close()
-        print(f"allscan run: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        reporter.close()
-        print("allscan run: interrupted; finished images are journaled, rerun to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        code, line = _ending(exc, out)
+        print(f"allscan run: {line}", file=sys.stderr)
+        raise typer.Exit(code) from None
     reporter.close()
     for warning in summary.warnings:
         reporter.log(f"warning: {warning}")
@@ -195,3 +203,20 @@ def run(
     if summary.n_error:
         reporter.log(f"{summary.n_error} images failed: see the 'error' column of {out / 'images.csv'}")
     raise typer.Exit(summary.exit_code)
+
+
+def _ending(exc: BaseException, out: Path) -> tuple[int, str]:
+    """(exit code, one line) for a run that did not finish: 2 usage, 3 bug, 4 storage, 130/143 interrupted."""
+    from allscan.pipeline.faults import Interrupted, failure_line
+    from allscan.pipeline.run import RunError
+
+    if isinstance(exc, RunError):
+        return 2, f"error: {exc}"
+    resumable = "finished images are journaled, rerun to resume"
+    if isinstance(exc, Interrupted):
+        return exc.exit_code, f"{exc}; {resumable}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, f"interrupted; {resumable}"
+    if isinstance(exc, Exception):
+        return failure_line(exc, out)
+    raise exc  # SystemExit and friends keep their own meaning

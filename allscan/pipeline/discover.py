@@ -7,6 +7,11 @@ deterministic: INPUTs in the order given, then the loose-image slide, then slide
 slide, entries by name at every level, so two runs over the same tree always list the same images in the same
 order.
 
+Slides are keyed by INPUT and folder: the same slide name coming from two different folders (two INPUTs that
+each hold a ``patientA``) would merge two patients into one slide, so discovery refuses it (a usage error) instead
+of guessing names. A folder that holds an allscan journal is a results folder (an earlier ``--out``), never a slide
+or part of one: its heatmaps and report would otherwise be read back as images.
+
 A night job must never hang or die on a strange folder: a symlink that leads back into a folder already being
 walked, a folder it cannot list and a dangling symlink each become one *problem* entry (reported as an
 ``error`` row naming the cause) and the walk goes on.
@@ -21,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allscan.io.images import IMAGE_SUFFIXES
+from allscan.io.names import escape_name
+
+JOURNAL_NAME = ".allscan-journal.sqlite"  # marks a results folder (pipeline.journal keeps its run journal there)
 
 
 class DiscoveryError(Exception):
@@ -46,6 +54,34 @@ def is_image_name(name: str) -> bool:
 
 def _hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def is_results_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a folder that holds an allscan journal: an earlier ``--out``, never input."""
+    return os.path.isfile(os.path.join(path, JOURNAL_NAME))
+
+
+class _SlideNames:
+    """Which folder each slide name came from: a second folder under the same name is refused."""
+
+    def __init__(self) -> None:
+        self.source: dict[str, str] = {}
+
+    def claim(self, slide: str, folder: str) -> None:
+        first = self.source.setdefault(slide, folder)
+        if first != folder:
+            raise DiscoveryError(
+                f"slide name {escape_name(slide)!r} comes from two folders, {escape_name(first)} and "
+                f"{escape_name(folder)}: their images would be merged into one slide; rename one folder or run "
+                "these INPUTs into separate --out folders"
+            )
+
+    def rows(self, slide: str, folder: str, found: Iterator[Found]) -> Iterator[Found]:
+        """``found``, claiming the slide name at its first row (a folder without images claims nothing)."""
+        for i, item in enumerate(found):
+            if i == 0:
+                self.claim(slide, folder)
+            yield item
 
 
 def _sorted_entries(folder: str) -> list[os.DirEntry[str]]:
@@ -89,7 +125,7 @@ def _walk_slide(
         except OSError:
             is_dir = False
         if is_dir:
-            if path in exclude:
+            if path in exclude or is_results_folder(path):
                 continue
             try:
                 st = os.stat(path)
@@ -126,6 +162,10 @@ def check_inputs(inputs: list[Path]) -> None:
             raise DiscoveryError(f"input not found: {inp}")
         if not os.path.isdir(inp) and not is_image_name(os.fspath(inp)):
             raise DiscoveryError(f"input is neither a folder nor an image file (.jpg, .jpeg, .png, .tif): {inp}")
+        if os.path.isdir(inp) and is_results_folder(inp):
+            raise DiscoveryError(
+                f"input {inp} is an allscan results folder (it holds {JOURNAL_NAME}), not a folder of slides"
+            )
 
 
 def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[Found]:
@@ -136,39 +176,49 @@ def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[
     """
     check_inputs(inputs)
     skip = {os.path.abspath(p) for p in (exclude or [])}
+    names = _SlideNames()
     for inp in inputs:
         root = os.path.abspath(inp)
         if not os.path.isdir(root):
-            name = os.path.basename(root)
-            yield _file(os.path.basename(os.path.dirname(root)) or name, name, name, root)
+            name, folder = os.path.basename(root), os.path.dirname(root)
+            slide = os.path.basename(folder) or name  # a single image's slide is the folder it lies in
+            yield from names.rows(slide, folder, iter([_file(slide, name, name, root)]))
             continue
-        root_slide = os.path.basename(root) or root
+        yield from _discover_folder(root, skip, names)
+
+
+def _discover_folder(root: str, skip: set[str], names: _SlideNames) -> Iterator[Found]:
+    """One INPUT folder: its loose images (a slide named after it), then its slide folders by name."""
+    root_slide = os.path.basename(root) or root
+    try:
+        entries = _sorted_entries(root)
+    except OSError as exc:
+        yield Found(root_slide, "./", "./", root, error=f"cannot list folder: {exc.strerror or exc}")
+        return
+    ancestors = frozenset({_ident(root)})
+    folders = []
+    loose = []
+    for entry in entries:  # loose images first: they are the slide named after INPUT
+        path = os.path.join(root, entry.name)
         try:
-            entries = _sorted_entries(root)
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if path not in skip and not is_results_folder(path):
+                folders.append(entry)
+        elif is_image_name(entry.name):
+            loose.append(_file(root_slide, entry.name, entry.name, path))
+    yield from names.rows(root_slide, root, iter(loose))
+    for entry in folders:
+        path = os.path.join(root, entry.name)
+        try:
+            ident = _ident(path)
         except OSError as exc:
-            yield Found(root_slide, "./", "./", root, error=f"cannot list folder: {exc.strerror or exc}")
+            yield Found(entry.name, entry.name + "/", "./", path, error=f"cannot open folder: {exc.strerror}")
             continue
-        ancestors = frozenset({_ident(root)})
-        folders = []
-        for entry in entries:  # loose images first: they are the slide named after INPUT
-            path = os.path.join(root, entry.name)
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if path not in skip:
-                    folders.append(entry)
-            elif is_image_name(entry.name):
-                yield _file(root_slide, entry.name, entry.name, path)
-        for entry in folders:
-            path = os.path.join(root, entry.name)
-            try:
-                ident = _ident(path)
-            except OSError as exc:
-                yield Found(entry.name, entry.name + "/", "./", path, error=f"cannot open folder: {exc.strerror}")
-                continue
-            if ident in ancestors:
-                yield Found(entry.name, entry.name + "/", "./", path, error="symlink loop: leads back into INPUT")
-                continue
-            yield from _walk_slide(path, entry.name, entry.name + "/", "", ancestors | {ident}, skip)
+        if ident in ancestors:
+            yield Found(entry.name, entry.name + "/", "./", path, error="symlink loop: leads back into INPUT")
+            continue
+        rows = _walk_slide(path, entry.name, entry.name + "/", "", ancestors | {ident}, skip)
+        yield from names.rows(entry.name, path, rows)

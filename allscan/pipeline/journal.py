@@ -6,13 +6,20 @@ string for the options that change the outputs (heatmap mode, pixel limit). Rows
 cells of the tables, so the tables can be rebuilt at any time, byte for byte, from the journal alone in
 discovery order: a rerun with nothing to do, a resumed run and an uninterrupted run publish the same bytes.
 
+A journal that is damaged (truncated, overwritten, another schema) is moved aside to
+``.allscan-journal.damaged-<time>`` and a new one is started: the results are rebuilt from the inputs, and the
+run says so in one warning line instead of failing every night.
+
+Names (paths, slides) are stored escaped by :func:`allscan.io.names.escape_name`: a file name that is not valid
+UTF-8 is bytes SQLite cannot hold as text, and the escape keeps distinct names distinct.
+
 The images of *this* run are listed in the ``current`` table (streamed in, never held in memory), marked
 ``todo`` where the journal has no matching result, and the tables are published from ``current`` joined with
 ``results``.
 
 A second ``allscan run`` on the same ``--out`` while one is active would interleave two runs' tables; an
-exclusive ``flock`` on ``.allscan.lock`` refuses it at once. The kernel drops the lock when the holder dies,
-even by SIGKILL.
+exclusive ``flock`` on the ``--out`` folder itself refuses it at once (see :class:`RunLock`). The kernel drops
+the lock when the holder dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,15 +29,20 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from allscan.pipeline.discover import Found
+from allscan.io.names import escape_name, printable, unescape_name
+from allscan.pipeline.discover import JOURNAL_NAME, Found
 
-JOURNAL_NAME = ".allscan-journal.sqlite"
 LOCK_NAME = ".allscan.lock"
 SCHEMA_VERSION = "1"
 PAGE = 512  # rows per read of the todo list
+DAMAGED_PREFIX = ".allscan-journal.damaged-"
+_TABLES = ("meta", "results", "current")
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,31 +63,108 @@ CREATE TABLE IF NOT EXISTS current (
 """
 
 
+def _key(name: str) -> str:
+    """A name as the journal stores it: escaped, so any byte sequence is valid text (and keys stay distinct)."""
+    return escape_name(name)
+
+
+def _name(key: str) -> str:
+    """The name a journal key stands for (os.fsdecode's form, usable to open the file)."""
+    return unescape_name(key)
+
+
+class JournalDamaged(Exception):
+    """The journal file is not a usable allscan journal (truncated, overwritten, another schema)."""
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    """Each table's column names, as this allscan's schema makes them."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(_SCHEMA)
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in _TABLES}
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the journal; :class:`JournalDamaged` when the file is not a sound journal of our schema."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        check = db.execute("PRAGMA quick_check(1)").fetchone()[0]  # reads every page: finds a truncated file
+        if check != "ok":
+            raise JournalDamaged(printable(str(check)))
+        db.executescript(_SCHEMA)
+        expected = _expected_columns()
+        for table, columns in expected.items():
+            found = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            if found != columns:
+                raise JournalDamaged(f"table {table} has columns {found}, not {columns}")
+        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise JournalDamaged(f"journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
+        db.commit()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise JournalDamaged(str(exc)) from None
+        raise  # disk full, I/O error, read-only: a storage fault, not damage
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class JournalLocked(Exception):
     """Another run holds ``--out``; the message is one line for the user."""
 
 
 class RunLock:
-    """Exclusive, non-blocking lock on an output folder for the lifetime of a run."""
+    """Exclusive, non-blocking lock on an output folder for the lifetime of a run.
+
+    The lock is an ``flock`` on the folder itself, which every run must open: deleting ``.allscan.lock`` (which
+    only names the holder's pid) cannot let a second run in. Where a file system cannot lock a folder (some
+    network file systems), the lock file is locked instead, as before.
+    """
 
     def __init__(self, out_dir: Path) -> None:
-        self.path = Path(out_dir) / LOCK_NAME
+        self.folder = Path(out_dir)
+        self.path = self.folder / LOCK_NAME
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise JournalLocked(
-                f"another allscan run (pid {holder}) is writing to {self.path.parent}; wait for it to finish "
-                "or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
+            raise self._busy() from None
+        except OSError:  # no locks on folders here: lock the lock file
+            os.close(fd)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy() from None
         self.fd = fd
+        self._write_pid()
+
+    def _write_pid(self) -> None:
+        """Name the holder in the lock file, for the message a refused run prints."""
+        with open(self.path, "w", encoding="ascii") as handle:
+            handle.write(str(os.getpid()))
+
+    def _busy(self) -> JournalLocked:
+        try:
+            holder = self.path.read_text(encoding="ascii", errors="replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        return JournalLocked(
+            f"another allscan run (pid {holder}) is writing to {self.folder}; wait for it to finish "
+            "or choose another --out"
+        )
 
     def release(self) -> None:
         if self.fd is not None:
@@ -111,30 +200,54 @@ class Journal:
         self.path = Path(out_dir) / JOURNAL_NAME
         self.model_id = model_id
         self.config = config
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif version[0] != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
-        self.db.commit()
+        self.warning = ""  # set when a damaged journal was moved aside
+        try:
+            self.db = _open(self.path)
+        except JournalDamaged as exc:
+            self.warning = self._move_aside(str(exc))
+            self.db = _open(self.path)
+
+    def _move_aside(self, reason: str) -> str:
+        """Keep the damaged file (and its WAL) for a post-mortem; the rerun rebuilds results from the inputs."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{DAMAGED_PREFIX}{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{aside}{suffix}")
+        return f"journal {self.path} is damaged ({reason}): moved aside to {aside.name}, rebuilding from the inputs"
 
     def close(self) -> None:
-        self.db.commit()
-        self.db.close()
+        """Commit what is finished and close (the connection is closed even when the commit fails)."""
+        try:
+            self.db.commit()
+        finally:
+            self.db.close()
 
     # -- this run's images --
     def load_current(self, found: Iterable[Found]) -> int:
         """Replace the list of this run's images (streamed; a path seen twice keeps its first place)."""
-        self.db.execute("DELETE FROM current")
-        self.db.executemany(
-            "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((f.path, f.slide, f.image, f.in_slide, f.size, f.mtime_ns, f.error) for f in found),
-        )
+        try:
+            self.db.execute("DELETE FROM current")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        _key(f.path),
+                        _key(f.slide),
+                        _key(f.image),
+                        _key(f.in_slide),
+                        f.size,
+                        f.mtime_ns,
+                        printable(f.error),
+                    )
+                    for f in found
+                ),
+            )
+        except BaseException:
+            self.db.rollback()  # a refused discovery leaves the journal as it was
+            raise
         self.db.commit()
         return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
 
@@ -164,8 +277,8 @@ class Journal:
             ).fetchall()
             if not rows:
                 return
-            for row in rows:
-                yield Found(*row[1:])
+            for _, slide, image, in_slide, path, size, mtime_ns, error in rows:
+                yield Found(_name(slide), _name(image), _name(in_slide), _name(path), size, mtime_ns, error)
             last = rows[-1][0]
 
     # -- results --
@@ -185,13 +298,13 @@ class Journal:
         self.db.execute(
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                found.path,
+                _key(found.path),
                 self.model_id,
                 self.config,
                 found.size,
                 found.mtime_ns,
-                found.slide,
-                found.image,
+                _key(found.slide),
+                _key(found.image),
                 int(retry),
                 status,
                 label_index,
@@ -215,7 +328,7 @@ class Journal:
         )
         for slide, status, label_index, probs, flags, image_row, cell_rows in cursor:
             yield Stored(
-                slide=slide,
+                slide=_name(slide),
                 status=status,
                 label_index=label_index,
                 probs=json.loads(probs) if probs is not None else None,
@@ -223,6 +336,20 @@ class Journal:
                 image_row=json.loads(image_row),
                 cell_rows=json.loads(cell_rows),
             )
+
+    def count_under(self, root: str) -> tuple[int, int]:
+        """(images of this run, journaled results of any run) at or under the absolute path ``root``."""
+        key = _key(root)
+        low = key if key.endswith("/") else key + "/"
+        high = low[:-1] + "0"  # '0' follows '/': [low, high) is every path below root
+        found = self.db.execute(
+            "SELECT COUNT(*) FROM current WHERE error = '' AND (path = ? OR (path >= ? AND path < ?))",
+            (key, low, high),
+        ).fetchone()[0]
+        journaled = self.db.execute(
+            "SELECT COUNT(*) FROM results WHERE path = ? OR (path >= ? AND path < ?)", (key, low, high)
+        ).fetchone()[0]
+        return int(found), int(journaled)
 
     def count_missing(self) -> int:
         """Images of this run without a result (0 after a complete run; anything else is a bug)."""

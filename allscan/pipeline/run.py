@@ -30,6 +30,7 @@ from allscan import __version__
 from allscan.io.heatmap import cell_evidence, class_map, render, strongest_cells, write_png
 from allscan.io.heatmap import cell_focus as focus_share
 from allscan.io.images import DEFAULT_MAX_PIXELS
+from allscan.io.names import heatmap_relpath
 from allscan.io.tables import (
     CELL_TABLE_COLUMNS,
     TABLES_VERSION,
@@ -43,6 +44,7 @@ from allscan.models.card import ModelCard, sha256_file
 from allscan.models.store import DEFAULT_MODEL, ModelStoreError, StoredModel, load_model
 from allscan.pipeline.batching import Batcher
 from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
+from allscan.pipeline.faults import storage_fault
 from allscan.pipeline.flags import predict, wants_heatmap
 from allscan.pipeline.journal import Journal, JournalLocked, RunLock
 from allscan.pipeline.segment import CELL_COLUMNS, Cell
@@ -96,6 +98,7 @@ class RunConfig:
     resume: bool = True
     workers: int | None = None  # None: os.cpu_count() (in-process for small runs); 0: in this process
     max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_empty: bool = False  # publish even when an INPUT with journaled results yields no image now
     report: bool = True
     engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
     progress: Callable[[Progress], None] | None = field(default=None, repr=False)
@@ -113,6 +116,7 @@ class RunConfig:
             "resume": self.resume,
             "workers": self.workers,  # None: the default (CPU cores; in-process for small runs)
             "max_pixels": self.max_pixels,
+            "allow_empty": self.allow_empty,
             "report": self.report,
         }
 
@@ -160,6 +164,11 @@ def _validate(config: RunConfig) -> None:
         raise RunError(f"--workers must be 0 or more, not {config.workers}")
     if config.max_pixels < 1:
         raise RunError(f"--max-pixels must be positive, not {config.max_pixels}")
+    out = os.path.abspath(config.out)
+    if any(os.path.abspath(inp) == out for inp in config.inputs):
+        raise RunError(
+            f"--out {config.out} is an INPUT: its results would be read back as slides; choose another --out"
+        )
     try:
         check_inputs(list(config.inputs))
     except DiscoveryError as exc:
@@ -216,10 +225,11 @@ class _Finisher:
         focus = focus_share(heat, mask) if item.cells else None
         evidence = cell_evidence(heat, item.labels, len(item.cells))
         heatmap_rel = ""
-        png = self.out_dir / "heatmaps" / found.slide / (os.path.splitext(found.in_slide)[0] + ".png")
+        png_rel = heatmap_relpath(found.slide, found.in_slide)
+        png = self.out_dir / png_rel
         if item.bgr is not None and wants_heatmap(self.heatmaps, label, pred.flags, card.classes):
             write_png(png, render(item.bgr, heat, mask, strongest_cells(item.labels, evidence)))
-            heatmap_rel = png.relative_to(self.out_dir).as_posix()
+            heatmap_rel = png_rel
         else:
             png.unlink(missing_ok=True)  # a PNG left by an earlier run with another --heatmaps
         t1 = time.perf_counter()
@@ -328,11 +338,12 @@ def _publish(config: RunConfig, card: ModelCard, journal: Journal, summary: RunS
     if missing:
         raise RuntimeError(f"{missing} images have no journaled result after the run (a bug)")
     classes = card.classes
-    images = AtomicTable(config.out / "images.csv", image_columns(classes))
-    cells = AtomicTable(config.out / "cells.csv", CELL_TABLE_COLUMNS)
+    tables = [AtomicTable(config.out / "images.csv", image_columns(classes))]
     tallies: dict[str, SlideTally] = {}
     per_class = dict.fromkeys(classes, 0)
-    try:
+    try:  # any failure (a full disk, a signal) abandons every unpublished table: no .tmp is left behind
+        tables.append(AtomicTable(config.out / "cells.csv", CELL_TABLE_COLUMNS))
+        images, cells = tables
         for row in journal.published():
             images.write_cells(row.image_row)
             cells.write_rows(row.cell_rows)
@@ -346,14 +357,14 @@ def _publish(config: RunConfig, card: ModelCard, journal: Journal, summary: RunS
             else:
                 summary.n_error += 1
         slides = AtomicTable(config.out / "slides.csv", slide_columns(classes))
+        tables.append(slides)
         slides.write_rows(format_row(slides.columns, t.row()) for t in tallies.values())
+        for table in tables:
+            table.publish()
     except BaseException:
-        images.abandon()
-        cells.abandon()
+        for table in tables:
+            table.abandon()
         raise
-    images.publish()
-    cells.publish()
-    slides.publish()
     summary.per_class = per_class
     summary.n_slides = len(tallies)
 
@@ -435,14 +446,27 @@ def run_batch(config: RunConfig) -> RunSummary:
     except JournalLocked as exc:
         raise RunLocked(str(exc)) from None
     except OSError as exc:
+        if storage_fault(exc, config.out) is not None:
+            raise  # a read-only or full disk is a storage fault (exit 4), not a usage error
         raise RunError(f"cannot write to --out {config.out}: {exc.strerror or exc}") from None
     card = model.card
     summary = RunSummary(out_dir=config.out, model_id=card.model_id, backend="", backend_reason="", precision="")
     timings = dict.fromkeys(STAGES, 0.0)
-    journal = Journal(config.out, card.model_id, _config_key(config))
+    try:
+        journal = Journal(config.out, card.model_id, _config_key(config))
+    except BaseException:
+        lock.release()
+        raise
+    if journal.warning:
+        summary.warnings.append(journal.warning)
+        log(f"warning: {journal.warning}")
     try:
         t0 = time.perf_counter()
-        total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+        try:
+            total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+        except DiscoveryError as exc:
+            raise RunError(str(exc)) from None
+        _refuse_vanished_inputs(config, journal)
         todo = journal.mark_todo(config.resume)
         timings["discover"] = time.perf_counter() - t0
         log(f"{total} images found, {todo} to process, {total - todo} already done ({card.model_id})")
@@ -472,6 +496,21 @@ def run_batch(config: RunConfig) -> RunSummary:
     return summary
 
 
+def _refuse_vanished_inputs(config: RunConfig, journal: Journal) -> None:
+    """An INPUT that yields no image although the journal holds results from it is most likely an unmounted share
+    or a mistyped path: publishing would replace last night's tables with empty ones. Refuse unless asked."""
+    if config.allow_empty:
+        return
+    for inp in config.inputs:
+        root = os.path.abspath(inp)
+        found, journaled = journal.count_under(root)
+        if found == 0 and journaled:
+            raise RunError(
+                f"INPUT {inp} yields no image now, but the journal holds {journaled} results from it (an unmounted "
+                "share?); the tables are left as they were; pass --allow-empty to publish without it"
+            )
+
+
 def _config_key(config: RunConfig) -> str:
     """The options besides the model that change an image's rows or files: a change redoes the image."""
     return json.dumps(
@@ -487,6 +526,8 @@ def _report(out_dir: Path, log: Callable[[str], None], summary: RunSummary) -> P
     try:
         return write_report(out_dir)
     except Exception as exc:  # noqa: BLE001 - the report is a view of the tables, which are already published
+        if storage_fault(exc, out_dir) is not None:
+            raise  # a full or failing disk ends the run (exit 4), whatever it hit first
         message = f"report not written: {type(exc).__name__}: {exc}"
         summary.warnings.append(message)
         log(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -113,6 +114,10 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_init(parent: int) -> None:
+    # Ctrl-C reaches the whole process group and a scheduler's SIGTERM may too: the main process alone decides
+    # how the run stops (it shuts the pool down), so workers neither die mid-chunk nor print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)  # parallelism comes from the processes; OpenCV's own threads would oversubscribe
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from allscan.io.names import unescape_name
 from allscan.report import data as page_data
 from allscan.report import render, runinfo, thumbs
 from allscan.report.data import ReportData
@@ -16,10 +17,12 @@ Owner = tuple[str, str]  # (slide, image)
 
 
 def source_of(root: Path, image: str) -> Path | None:
-    """The original of `image` (a path relative to INPUT `root`); an INPUT that is a file is its own image."""
+    """The original of `image` (a path relative to INPUT `root`, as images.csv renders it); an INPUT that is a file
+    is its own image."""
+    name = unescape_name(image)
     if root.is_file():
-        return root if root.name == Path(image).name else None
-    return root / image
+        return root if root.name == Path(name).name else None
+    return root / name
 
 
 def thumb_jobs(data: ReportData, roots: list[Path]) -> tuple[dict[Owner, Thumb], list[tuple[Owner, int, ThumbJob]]]:

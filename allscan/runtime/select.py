@@ -55,7 +55,10 @@ def select_runner(model: StoredModel, backend: str = "auto", batch_size: int = 1
     if backend not in BACKENDS:
         raise RunnerError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "onnxruntime":
-        return RunnerChoice(OnnxRuntimeRunner(model.onnx_path), "onnxruntime: requested with --backend onnxruntime")
+        return RunnerChoice(
+            OnnxRuntimeRunner(model.onnx_path, position_independent=True),
+            "onnxruntime: requested with --backend onnxruntime",
+        )
     engine, reason, fix = usable_engine(model, batch_size)
     if engine is not None and engine.sidecar is not None:
         from allscan.runtime.tensorrt import TensorRTRunner
@@ -64,4 +67,4 @@ def select_runner(model: StoredModel, backend: str = "auto", batch_size: int = 1
         return RunnerChoice(runner, f"tensorrt: {reason}")
     if backend == "tensorrt":
         raise RunnerError(f"no usable TensorRT engine for model {model.card.name!r}: {reason}; fix: {fix}")
-    return RunnerChoice(OnnxRuntimeRunner(model.onnx_path), f"onnxruntime: {reason}")
+    return RunnerChoice(OnnxRuntimeRunner(model.onnx_path, position_independent=True), f"onnxruntime: {reason}")
