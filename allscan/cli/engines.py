@@ -8,6 +8,7 @@ Refusals are one line on stderr with the cause and the remedy, and exit 2.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ def models_cmd() -> None:
     """Models in the store, their card metrics, and the TensorRT engines built for this machine."""
     from allscan.runtime.tensorrt import machine_info
 
-    console = Console(highlight=False, markup=False)
+    console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)  # logs: no wrap
     names = list_models()
     if not names:
         console.print(f"no models in {store_root()}")
