@@ -50,13 +50,16 @@ def write_tables(out: Path, rows: list[dict], run: dict | None = None, slide_lab
         slides.setdefault(row["slide"], []).append(row)
     with (out / "slides.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["slide", "n_images", "n_ok", "n_error", "label", *[f"n_{c}" for c in CLASSES], "evidence"])
+        head = ["slide", "n_images", "n_ok", "n_error", "label", "all_suspected", *[f"n_{c}" for c in CLASSES]]
+        w.writerow([*head, "evidence"])
         for name, items in slides.items():
             ok = [r for r in items if r["status"] == "ok"]
             counts = [sum(1 for r in ok if r["label"] == c) for c in CLASSES]
             label = (slide_labels or {}).get(name) or (CLASSES[counts.index(max(counts))] if ok else "")
             evidence = f"{max(counts) if ok else 0} of {len(ok)} judged images called {label}"
-            w.writerow([guard(name), len(items), len(ok), len(items) - len(ok), label, *counts, guard(evidence)])
+            suspected = "" if not label else "no" if label == CLASSES[0] else "yes"
+            cells = [guard(name), len(items), len(ok), len(items) - len(ok), label, suspected, *counts]
+            w.writerow([*cells, guard(evidence)])
     run = run if run is not None else default_run()
     (out / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
     return out

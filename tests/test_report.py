@@ -73,6 +73,15 @@ def test_slides_sorted_by_evidence_of_leukemia(out_dir: Path) -> None:
     a, c = data.slides[3], data.slides[2]
     assert evidence_score(c, data.classes)[3] == pytest.approx(0.3)
     assert evidence_score(a, data.classes)[3] == pytest.approx(0.15)
+    assert [s.all_suspected for s in data.slides] == ["yes", "yes", "no", "no"]  # C is labelled Benign
+
+
+def test_slide_table_says_all_suspected_before_the_subtype(out_dir: Path) -> None:
+    from allscan.report.render import slide_table
+
+    html = slide_table(load(out_dir))
+    assert html.count("<strong>ALL suspected</strong><br><span class=muted>subtype:</span>") == 2
+    assert html.count("ALL not suspected<br>") == 2
 
 
 def test_slide_label_falls_back_to_the_images_without_slides_csv(out_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from allscan.models.card import write_card
 from allscan.models.store import load_model
@@ -31,7 +32,10 @@ def store_metrics(model_name: str, split: str, metrics: dict, into: str | None =
     recipe trained on another split (the tail split's model measures the shipped blocked-split model's recipe
     prospectively). Returns the key."""
     model = load_model(model_name)
-    target = load_model(into) if into else model
+    target = model
+    if into:  # a name in the store, or a model folder elsewhere (engines/vit while $ALLSCAN_ENGINES points away)
+        folder = Path(into)
+        target = load_model(folder.name, folder.parent) if folder.is_dir() else load_model(into)
     entry = {k: metrics[k] for k in KEEP if k in metrics}
     if into:
         entry["measured_on"] = f"{model.card.model_id}: the same recipe trained on this split"

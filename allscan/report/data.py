@@ -101,6 +101,7 @@ class SlideRow:
     name: str
     images: list[ImageRow] = field(default_factory=list)
     label: str = ""
+    all_suspected: str = ""  # slides.csv: yes / no / '' (no label)
     evidence: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     mean_probs: dict[str, float | None] = field(default_factory=dict)
@@ -285,6 +286,7 @@ def load(out_dir: Path) -> ReportData:
         name = srow.get("slide", "")
         if name in slides:  # a slide without image rows has nothing to show
             slides[name].label = srow.get("label", "")
+            slides[name].all_suspected = srow.get("all_suspected", "")
             slides[name].evidence = srow.get("evidence", "")
     for slide in slides.values():
         slide.images.sort(key=lambda im: im.image)

@@ -32,7 +32,8 @@ ATTRIBUTION = (
 DOI = "10.34740/KAGGLE/DSV/2175623"
 CAUTION = (
     "Its labels are not a diagnosis and must not be used on their own for any clinical decision; flagged "
-    "images are labelled but should not be trusted."
+    "images are labelled but should not be trusted. B-ALL subtypes are defined by immunophenotype: a subtype "
+    "called from images is a research signal."
 )
 DISCLAIMER = f"allscan is a research tool, not a diagnostic device. {CAUTION}"
 
@@ -202,6 +203,10 @@ def _slide_body(i: int, s: SlideRow, data: ReportData, colours: list[str], n_col
     means = tuple(s.mean_probs.get(c) for c in data.classes)
     flags = ", ".join(f"{FLAG_LABELS.get(f, f)} {n}" for f, n in sorted(s.flag_counts.items()))
     label = esc(data.human(s.label)) if s.label else '<span class="muted">none</span>'
+    if s.all_suspected == "yes":  # leukemia or not first, then the subtype (a research signal)
+        label = f"<strong>ALL suspected</strong><br><span class=muted>subtype:</span> {label}"
+    elif s.all_suspected == "no":
+        label = f"ALL not suspected<br>{label}"
     evidence = f"<p>{esc(s.evidence)}</p>" if s.evidence else ""
     return (
         f'<tbody class="slide" data-s="{i}"><tr><td><details id="s{i}"><summary>{esc(s.name)}</summary>'
