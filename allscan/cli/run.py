@@ -165,11 +165,26 @@ def run(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="K/N",
+        help="Only the slides of shard K of N (a stable hash of the slide name); put shards together with "
+        "allscan merge.",
+        show_default=False,
+    ),
 ) -> None:
     """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
     from allscan.pipeline.faults import stop_on_sigterm
 
     stop_on_sigterm()  # before the heavy imports: a scheduler's stop request is honoured from here on
+    from allscan.pipeline.shards import Shard, ShardError
+
+    try:
+        chosen = Shard.parse(shard) if shard is not None else None
+    except ShardError as exc:
+        print(f"allscan run: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     from allscan.pipeline.run import RunConfig, run_batch  # heavy imports only when running
 
     console = Console()
@@ -186,6 +201,7 @@ def run(
         max_pixels=max_pixels,
         allow_empty=allow_empty,
         report=not no_report,
+        shard=chosen,
         progress=reporter,
         log=reporter.log,
     )

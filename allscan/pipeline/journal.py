@@ -25,10 +25,11 @@ the lock when the holder dies, even by SIGKILL.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -191,6 +192,7 @@ class Stored:
     flags: tuple[str, ...]
     image_row: list[str]
     cell_rows: list[list[str]]
+    seq: int = 0  # place in the discovery: a shard keeps the full run's places, so merge can interleave shards
 
 
 class Journal:
@@ -206,6 +208,18 @@ class Journal:
         except JournalDamaged as exc:
             self.warning = self._move_aside(str(exc))
             self.db = _open(self.path)
+
+    @classmethod
+    def existing(cls, out_dir: Path, model_id: str, config: str) -> Journal:
+        """A finished run's journal, opened to read its rows (``allscan merge``): a missing or damaged file
+        raises :class:`JournalDamaged` and nothing is moved aside, since the folder is not ours to repair."""
+        path = Path(out_dir) / JOURNAL_NAME
+        if not path.is_file():
+            raise JournalDamaged(f"no {JOURNAL_NAME}")
+        journal = cls.__new__(cls)
+        journal.path, journal.model_id, journal.config, journal.warning = path, model_id, config, ""
+        journal.db = _open(path)
+        return journal
 
     def _move_aside(self, reason: str) -> str:
         """Keep the damaged file (and its WAL) for a post-mortem; the rerun rebuilds results from the inputs."""
@@ -250,6 +264,23 @@ class Journal:
             raise
         self.db.commit()
         return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
+
+    def discovery(self) -> dict[str, object]:
+        """Images, slides and a sha256 of the (slide, image) names of this run's images in discovery order: what
+        every shard of one run must agree on (names, not absolute paths, so shards may mount INPUT elsewhere)."""
+        digest = hashlib.sha256()
+        for slide, image in self.db.execute("SELECT slide, image FROM current ORDER BY seq"):
+            digest.update(json.dumps([slide, image], ensure_ascii=False).encode("utf-8") + b"\n")
+        images, slides = self.db.execute("SELECT COUNT(*), COUNT(DISTINCT slide) FROM current").fetchone()
+        return {"images": int(images), "slides": int(slides), "sha256": digest.hexdigest()}
+
+    def keep_slides(self, keep: Callable[[str], bool]) -> int:
+        """Drop this run's images whose slide (a discovered name) ``keep`` rejects; return how many are left.
+        The others keep their places (``seq``) in the full discovery."""
+        self.db.create_function("allscan_keep", 1, lambda key: int(keep(_name(key))), deterministic=True)
+        self.db.execute("DELETE FROM current WHERE NOT allscan_keep(slide)")
+        self.db.commit()
+        return self.count_current()
 
     def mark_todo(self, resume: bool = True) -> int:
         """Mark what has no valid journaled result (everything when ``resume`` is False); return the count."""
@@ -321,13 +352,14 @@ class Journal:
     def published(self) -> Iterator[Stored]:
         """This run's rows in discovery order, from the journal alone."""
         cursor = self.db.execute(
-            """SELECT c.slide, r.status, r.label_index, r.probs, r.flags, r.image_row, r.cell_rows
+            """SELECT c.seq, c.slide, r.status, r.label_index, r.probs, r.flags, r.image_row, r.cell_rows
                FROM current c JOIN results r ON r.path = c.path AND r.model_id = ? AND r.config = ?
                ORDER BY c.seq""",
             (self.model_id, self.config),
         )
-        for slide, status, label_index, probs, flags, image_row, cell_rows in cursor:
+        for seq, slide, status, label_index, probs, flags, image_row, cell_rows in cursor:
             yield Stored(
+                seq=seq,
                 slide=_name(slide),
                 status=status,
                 label_index=label_index,
@@ -350,6 +382,10 @@ class Journal:
             "SELECT COUNT(*) FROM results WHERE path = ? OR (path >= ? AND path < ?)", (key, low, high)
         ).fetchone()[0]
         return int(found), int(journaled)
+
+    def count_current(self) -> int:
+        """Images of this run (after ``keep_slides``)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM current").fetchone()[0])
 
     def count_missing(self) -> int:
         """Images of this run without a result (0 after a complete run; anything else is a bug)."""

@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,8 +46,9 @@ from allscan.pipeline.batching import Batcher
 from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
 from allscan.pipeline.faults import storage_fault
 from allscan.pipeline.flags import predict, wants_heatmap
-from allscan.pipeline.journal import Journal, JournalLocked, RunLock
+from allscan.pipeline.journal import Journal, JournalLocked, RunLock, Stored
 from allscan.pipeline.segment import CELL_COLUMNS, Cell
+from allscan.pipeline.shards import Shard
 from allscan.pipeline.slides import SlideTally
 from allscan.pipeline.workers import Prepared, PrepareSettings, prepared_stream
 from allscan.runtime.base import RunnerError
@@ -100,6 +101,7 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     allow_empty: bool = False  # publish even when an INPUT with journaled results yields no image now
     report: bool = True
+    shard: Shard | None = None  # only the slides of shard K of N (allscan merge puts the shards together)
     engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
     progress: Callable[[Progress], None] | None = field(default=None, repr=False)
     log: Callable[[str], None] | None = field(default=None, repr=False)
@@ -118,6 +120,7 @@ class RunConfig:
             "max_pixels": self.max_pixels,
             "allow_empty": self.allow_empty,
             "report": self.report,
+            "shard": str(self.shard) if self.shard else None,
         }
 
     @property
@@ -148,6 +151,7 @@ class RunSummary:
     images_per_s: float = 0.0  # images processed by this run per second of the whole run
     report_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    discovered: dict[str, object] = field(default_factory=dict)  # the full discovery, for a shard's run.json
 
     @property
     def exit_code(self) -> int:
@@ -337,14 +341,19 @@ def _publish(config: RunConfig, card: ModelCard, journal: Journal, summary: RunS
     missing = journal.count_missing()
     if missing:
         raise RuntimeError(f"{missing} images have no journaled result after the run (a bug)")
-    classes = card.classes
-    tables = [AtomicTable(config.out / "images.csv", image_columns(classes))]
+    publish_tables(config.out, card.classes, journal.published(), summary)
+
+
+def publish_tables(out: Path, classes: tuple[str, ...], rows: Iterable[Stored], summary: RunSummary) -> None:
+    """Write images.csv, cells.csv and slides.csv from ``rows`` (in discovery order) and publish each with one
+    atomic rename; counts go to ``summary``. ``allscan merge`` publishes shards through this same writer."""
+    tables = [AtomicTable(out / "images.csv", image_columns(classes))]
     tallies: dict[str, SlideTally] = {}
     per_class = dict.fromkeys(classes, 0)
     try:  # any failure (a full disk, a signal) abandons every unpublished table: no .tmp is left behind
-        tables.append(AtomicTable(config.out / "cells.csv", CELL_TABLE_COLUMNS))
+        tables.append(AtomicTable(out / "cells.csv", CELL_TABLE_COLUMNS))
         images, cells = tables
-        for row in journal.published():
+        for row in rows:
             images.write_cells(row.image_row)
             cells.write_rows(row.cell_rows)
             tally = tallies.setdefault(row.slide, SlideTally(row.slide, classes))
@@ -356,7 +365,7 @@ def _publish(config: RunConfig, card: ModelCard, journal: Journal, summary: RunS
                 summary.n_flagged += bool(row.flags)
             else:
                 summary.n_error += 1
-        slides = AtomicTable(config.out / "slides.csv", slide_columns(classes))
+        slides = AtomicTable(out / "slides.csv", slide_columns(classes))
         tables.append(slides)
         slides.write_rows(format_row(slides.columns, t.row()) for t in tallies.values())
         for table in tables:
@@ -425,6 +434,8 @@ def _write_run_json(
         "exit_code": exit_code,
         "warnings": summary.warnings,
     }
+    if config.shard:
+        doc["shard"] = {"k": config.shard.k, "n": config.shard.n, "discovered": summary.discovered}
     write_bytes_atomic(config.out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
@@ -467,10 +478,11 @@ def run_batch(config: RunConfig) -> RunSummary:
         except DiscoveryError as exc:
             raise RunError(str(exc)) from None
         _refuse_vanished_inputs(config, journal)
+        total = _keep_shard(config, journal, summary, log, total)
         todo = journal.mark_todo(config.resume)
         timings["discover"] = time.perf_counter() - t0
         log(f"{total} images found, {todo} to process, {total - todo} already done ({card.model_id})")
-        if total == 0:
+        if (summary.discovered.get("images") if config.shard else total) == 0:
             summary.warnings.append("no images found under the inputs")
         if todo:
             try:
@@ -492,7 +504,7 @@ def run_batch(config: RunConfig) -> RunSummary:
         journal.close()
         lock.release()
     if config.report:
-        summary.report_path = _report(config.out, log, summary)
+        summary.report_path = report_or_warn(config.out, log, summary)
     return summary
 
 
@@ -511,15 +523,30 @@ def _refuse_vanished_inputs(config: RunConfig, journal: Journal) -> None:
             )
 
 
+def _keep_shard(
+    config: RunConfig, journal: Journal, summary: RunSummary, log: Callable[[str], None], total: int
+) -> int:
+    """With ``--shard K/N``: note the full discovery (merge checks the shards against it), then keep only this
+    shard's slides; returns the number of images left to this run."""
+    if config.shard is None:
+        return total
+    summary.discovered = journal.discovery()
+    kept = journal.keep_slides(config.shard.holds)
+    log(f"shard {config.shard}: {kept} of {total} images")
+    return kept
+
+
 def _config_key(config: RunConfig) -> str:
     """The options besides the model that change an image's rows or files: a change redoes the image."""
-    return json.dumps(
-        {"tables": TABLES_VERSION, "heatmaps": config.heatmaps, "max_pixels": config.max_pixels},
-        sort_keys=True,
-    )
+    return config_key(config.heatmaps, config.max_pixels)
 
 
-def _report(out_dir: Path, log: Callable[[str], None], summary: RunSummary) -> Path | None:
+def config_key(heatmaps: str, max_pixels: int) -> str:
+    """The journal's key for the options that change outputs (also how merge opens a shard's journal)."""
+    return json.dumps({"tables": TABLES_VERSION, "heatmaps": heatmaps, "max_pixels": max_pixels}, sort_keys=True)
+
+
+def report_or_warn(out_dir: Path, log: Callable[[str], None], summary: RunSummary) -> Path | None:
     """The HTML report from the published tables; a failure here is logged, the tables stand."""
     from allscan.report import write_report
 
@@ -534,4 +561,15 @@ def _report(out_dir: Path, log: Callable[[str], None], summary: RunSummary) -> P
         return None
 
 
-__all__ = ["HEATMAP_MODES", "Progress", "RunConfig", "RunError", "RunLocked", "RunSummary", "run_batch"]
+__all__ = [
+    "HEATMAP_MODES",
+    "Progress",
+    "RunConfig",
+    "RunError",
+    "RunLocked",
+    "RunSummary",
+    "config_key",
+    "publish_tables",
+    "report_or_warn",
+    "run_batch",
+]

@@ -1,0 +1,287 @@
+"""``allscan merge``: the shards of one run (``allscan run --shard K/N``) -> the tables of one run, byte for byte.
+
+Every shard's journal keeps each image's place in the *full* discovery (``seq``), so the shards' rows are
+interleaved back into the single run's order and written by the run's own table writer
+(:func:`allscan.pipeline.run.publish_tables`); nothing is concatenated. Before anything is written the shards
+must agree (same model, options, tables version and discovery), be complete (every K of N once, every image
+with a result) and be idle (each shard's run lock is taken for the merge); otherwise :class:`MergeError` says
+which shard is wrong, in one line, and the output is left as it was.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from allscan.io.tables import image_columns, write_bytes_atomic
+from allscan.pipeline.discover import JOURNAL_NAME
+from allscan.pipeline.journal import Journal, JournalDamaged, JournalLocked, RunLock, Stored
+from allscan.pipeline.run import RunSummary, config_key, publish_tables, report_or_warn
+from allscan.pipeline.shards import Shard
+
+# run.json entries every shard must share with the first, and how a mismatch is named to the user.
+_AGREE = (
+    ("model.id", "model"),
+    ("model.files", "model files"),
+    ("tables_version", "tables version"),
+    ("args.heatmaps", "--heatmaps"),
+    ("args.max_pixels", "--max-pixels"),
+    ("shard.n", "N"),
+    ("shard.discovered", "inputs"),
+)
+
+
+class MergeError(Exception):
+    """Shards that cannot be merged (exit code 2); the message is one line naming the offending shard."""
+
+
+@dataclass
+class ShardOut:
+    """One shard's ``--out``: its run.json, and (once opened under its lock) its journal."""
+
+    folder: Path
+    run: dict[str, Any]
+    journal: Journal | None = None
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(int(self.run["shard"]["k"]), int(self.run["shard"]["n"]))
+
+
+def _get(doc: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def read_shard(folder: Path) -> ShardOut:
+    """A shard's run.json, or :class:`MergeError` when the folder is not a finished shard."""
+    try:
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MergeError(f"{folder}: no run.json: not a finished allscan run; run its shard first") from None
+    except (OSError, ValueError) as exc:
+        raise MergeError(f"{folder}: run.json unreadable: {exc}") from None
+    if not isinstance(run.get("shard"), dict):
+        raise MergeError(f"{folder} is not a shard: its run.json has no shard (made without --shard K/N)")
+    return ShardOut(folder, run)
+
+
+def check_shards(shards: list[ShardOut]) -> None:
+    """The shards agree with the first one and are every K of N exactly once; else :class:`MergeError`."""
+    first = shards[0]
+    for other in shards[1:]:
+        for key, what in _AGREE:
+            if _get(other.run, key) != _get(first.run, key):
+                remedy = (
+                    "the INPUTs changed between the shards: rerun every shard (only new images are processed)"
+                    if what == "inputs"
+                    else "rerun it like the others"
+                )
+                raise MergeError(
+                    f"shard {other.folder} was made with other {what} than {first.folder} "
+                    f"({_short(_get(other.run, key))} vs {_short(_get(first.run, key))}); {remedy}"
+                )
+    seen: dict[int, Path] = {}
+    for s in shards:
+        if s.shard.k in seen:
+            raise MergeError(f"shard {s.shard} given twice: {seen[s.shard.k]} and {s.folder}")
+        seen[s.shard.k] = s.folder
+    n = first.shard.n
+    missing = [f"{k}/{n}" for k in range(1, n + 1) if k not in seen]
+    if missing:
+        given = ", ".join(f"{k}/{n}" for k in sorted(seen))
+        raise MergeError(f"shards missing: {', '.join(missing)} (given: {given}); run them, or merge all N")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value.get('images')} images in {value.get('slides')} slides"
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def open_journals(shards: list[ShardOut], stack: ExitStack) -> None:
+    """Lock each shard (a running shard is refused) and open its journal; an unfinished shard is refused."""
+    for s in shards:
+        try:
+            stack.enter_context(RunLock(s.folder))
+        except JournalLocked as exc:
+            raise MergeError(f"shard {s.folder} is still running: {exc}") from None
+        key = config_key(s.run["args"]["heatmaps"], int(s.run["args"]["max_pixels"]))
+        try:
+            s.journal = Journal.existing(s.folder, s.run["model"]["id"], key)
+        except JournalDamaged as exc:
+            raise MergeError(f"shard {s.folder}: journal unusable ({exc}); rerun the shard") from None
+        stack.callback(s.journal.db.close)
+        missing, listed = s.journal.count_missing(), s.journal.count_current()
+        if missing or listed != s.run["counts"]["images"]:
+            raise MergeError(
+                f"shard {s.folder} is unfinished: its journal lists {listed} images, {missing} without a result, "
+                f"its run.json {s.run['counts']['images']}; rerun the shard"
+            )
+
+
+def merged_rows(shards: list[ShardOut], link: Callable[[ShardOut, Stored], None]) -> Iterator[Stored]:
+    """The shards' rows interleaved into discovery order; a slide or image in two shards is refused."""
+
+    def tagged(i: int, journal: Journal) -> Iterator[tuple[int, int, Stored]]:
+        return ((row.seq, i, row) for row in journal.published())
+
+    streams = [tagged(i, s.journal) for i, s in enumerate(shards) if s.journal]
+    owner: dict[str, int] = {}
+    last = 0
+    for seq, i, row in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+        first = owner.setdefault(row.slide, i)
+        if first != i or seq == last:
+            raise MergeError(
+                f"slide {row.slide!r} is in two shards: {shards[first].folder} and {shards[i].folder}; "
+                "were they made by different allscan versions?"
+            )
+        last = seq
+        link(shards[i], row)
+        yield row
+
+
+def _heatmap_linker(out: Path, classes: tuple[str, ...]) -> Callable[[ShardOut, Stored], None]:
+    """Puts each row's heatmap PNG into ``out``: a hard link where the file system allows, else a copy."""
+    column = [c.name for c in image_columns(classes)].index("heatmap")
+
+    def link(shard: ShardOut, row: Stored) -> None:
+        rel = row.image_row[column]
+        if not rel:
+            return
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(shard.folder / rel, tmp)
+        except OSError:
+            shutil.copy2(shard.folder / rel, tmp)
+        os.replace(tmp, dest)
+
+    return link
+
+
+@dataclass
+class MergeConfig:
+    """``allscan merge``'s options."""
+
+    shards: list[Path]
+    out: Path
+    report: bool = True
+    log: Callable[[str], None] | None = None
+
+
+def _check_out(config: MergeConfig) -> None:
+    if not config.shards:
+        raise MergeError("no shard given")
+    out = os.path.abspath(config.out)
+    for folder in config.shards:
+        if os.path.abspath(folder) == out:
+            raise MergeError(f"--out {config.out} is one of the shards; choose another --out")
+    if (Path(config.out) / JOURNAL_NAME).is_file():
+        raise MergeError(f"--out {config.out} holds an allscan run's journal; merge into another folder")
+
+
+def merge_shards(config: MergeConfig) -> RunSummary:
+    """Publish the shards' tables, heatmaps, run.json and report into ``config.out`` as one run would."""
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
+    log = config.log or (lambda _msg: None)
+    _check_out(config)
+    shards = sorted((read_shard(Path(f)) for f in config.shards), key=lambda s: s.shard.k)
+    check_shards(shards)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = shards[0].run
+    classes = tuple(first["model"]["classes"])
+    summary = RunSummary(out_dir=out, model_id=first["model"]["id"], backend="", backend_reason="", precision="")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(RunLock(out))
+        except JournalLocked as exc:
+            raise MergeError(str(exc)) from None
+        open_journals(shards, stack)
+        listed = sum(s.journal.count_current() for s in shards if s.journal)
+        if listed != first["shard"]["discovered"]["images"]:
+            raise MergeError(
+                f"the shards hold {listed} images, their discovery {first['shard']['discovered']['images']}; "
+                "rerun the shards"
+            )
+        publish_tables(out, classes, merged_rows(shards, _heatmap_linker(out, classes)), summary)
+        _write_merged_run_json(out, shards, summary, started, time.perf_counter() - t0)
+    log(f"merged {len(shards)} shards: {summary.n_images} images in {summary.n_slides} slides")
+    if config.report:
+        summary.report_path = report_or_warn(out, log, summary)
+    return summary
+
+
+def _write_merged_run_json(
+    out: Path, shards: list[ShardOut], summary: RunSummary, started: datetime, merge_s: float
+) -> None:
+    """run.json as one run writes it, plus ``shards``: each shard's counts, timings, versions and backend."""
+    runs = [s.run for s in shards]
+    first = runs[0]
+    timings: dict[str, float] = {}
+    for run in runs:
+        for stage, seconds in run.get("timings_s", {}).items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+    processed = sum(r["counts"]["processed"] for r in runs)
+    wall = max(r["wall_s"] for r in runs) + merge_s  # shards run side by side, then the merge
+    backends = sorted({r["backend"] for r in runs} - {"none"}) or ["none"]
+    precisions = sorted({r["precision"] for r in runs} - {""})
+    doc = {
+        "tables_version": first["tables_version"],
+        "started": min(r["started"] for r in runs),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": first["versions"],
+        "model": first["model"],
+        "backend": ",".join(backends),
+        "backend_reason": f"merged from {len(runs)} shards ({started.isoformat(timespec='seconds')})",
+        "precision": ",".join(precisions),
+        "args": {**first["args"], "out": str(out), "shard": None},
+        "workers_used": max(r["workers_used"] for r in runs),
+        "counts": {
+            "images": summary.n_images,
+            "ok": summary.n_ok,
+            "error": summary.n_error,
+            "processed": processed,
+            "reused": summary.n_images - processed,
+            "flagged": summary.n_flagged,
+            "slides": summary.n_slides,
+            "per_class": summary.per_class,
+        },
+        "timings_s": timings,
+        "wall_s": round(wall, 4),
+        "images_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
+        "exit_code": summary.exit_code,
+        "warnings": [f"shard {s.shard}: {w}" for s in shards for w in s.run.get("warnings", [])],
+        "shards": [_shard_entry(s) for s in shards],
+    }
+    summary.n_processed, summary.n_reused, summary.wall_s = processed, summary.n_images - processed, wall
+    summary.warnings = list(doc["warnings"])
+    write_bytes_atomic(out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+
+
+def _shard_entry(s: ShardOut) -> dict[str, Any]:
+    keys = ("started", "finished", "versions", "backend", "precision", "counts", "timings_s", "wall_s")
+    return {
+        "shard": str(s.shard),
+        "out": str(s.folder),
+        **{k: s.run.get(k) for k in keys},
+        "images_per_s": s.run.get("images_per_s"),
+        "exit_code": s.run.get("exit_code"),
+    }
+
+
+__all__ = ["MergeConfig", "MergeError", "merge_shards"]
