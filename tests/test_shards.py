@@ -204,3 +204,67 @@ def test_merge_refuses_a_slide_found_in_two_shards(tiny_store: Path, tmp_path: P
     doc["counts"]["images"] = 14 - n1
     (tmp_path / "all" / "run.json").write_text(json.dumps(doc))
     _refused([s1, tmp_path / "all"], tmp_path / "merged", r"is in two shards: .*shard1 and .*all")
+
+
+FAKE_SBATCH = """#!/bin/sh
+echo "$@" >> "$SBATCH_LOG"
+n=$(wc -l < "$SBATCH_LOG")
+echo "$((4000 + n));cluster"
+"""
+
+
+def _slurm_args(tmp_path: Path, *extra: str) -> list[str]:
+    make_slides(tmp_path / "in", 2, n_slides=2)
+    return ["slurm", str(tmp_path / "in"), "-o", str(tmp_path / "night"), "--shards", "3", "-m", "tiny", *extra]
+
+
+def test_slurm_writes_an_array_and_a_dependent_merge(tiny_store: Path, tmp_path: Path) -> None:
+    extra = ("--partition", "gpu", "--gpus-per-task", "1", "--time", "2:00:00", "--script", str(tmp_path / "a.sh"))
+    result = CliRunner().invoke(app, _slurm_args(tmp_path, *extra))
+    assert result.exit_code == 0, result.output
+    array, merge = (tmp_path / "a.sh").read_text(), (tmp_path / "a-merge.sbatch").read_text()
+    for line in ("--array=1-3", "--requeue", "--signal=B:USR1@120", "--partition=gpu", "--gpus-per-task=1"):
+        assert f"#SBATCH {line}\n" in array
+    assert "#SBATCH --time=2:00:00\n" in array and "#SBATCH --time=2:00:00\n" in merge
+    night = tmp_path / "night"
+    assert f" run {tmp_path / 'in'} -m tiny " in array
+    assert f'--shard "$SLURM_ARRAY_TASK_ID/3" -o {night}/shards/"$SLURM_ARRAY_TASK_ID"' in array
+    assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in array
+    assert f" merge {night}/shards/1 {night}/shards/2 {night}/shards/3 -o {night}\n" in merge
+    assert "--gpus-per-task" not in merge and "--array" not in merge
+    assert "--dependency=afterok:$array --kill-on-invalid-dep=yes" in result.output
+    assert (night / "slurm").is_dir()  # the tasks' logs go there
+
+
+def test_slurm_task_script_runs_a_shard_and_maps_exit_codes(tiny_store: Path, tmp_path: Path) -> None:
+    """The generated task script, run by bash as Slurm would (task 2 of 3): its shard, resumable, exit 0."""
+    import os
+    import subprocess
+
+    assert CliRunner().invoke(app, _slurm_args(tmp_path)).exit_code == 0
+    script = tmp_path / "night" / "slurm" / "allscan.sbatch"
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_JOB_ID": "7"}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "night" / "shards" / "2" / "run.json").read_text())
+    assert (run["shard"]["k"], run["shard"]["n"], run["args"]["model"]) == (2, 3, "tiny")
+
+
+def test_slurm_submit_calls_sbatch_with_the_array_id(tiny_store: Path, tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("SBATCH_LOG", str(tmp_path / "calls"))
+    result = CliRunner().invoke(app, [*_slurm_args(tmp_path), "--submit"])
+    assert result.exit_code == 0, result.output
+    slurm = tmp_path / "night" / "slurm"
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"--parsable {slurm / 'allscan.sbatch'}",
+        f"--parsable --dependency=afterok:4001 --kill-on-invalid-dep=yes {slurm / 'allscan-merge.sbatch'}",
+    ]
+    assert "submitted array job 4001 (3 tasks) and merge job 4002 (afterok:4001)" in result.output
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    refused = CliRunner().invoke(app, [*_slurm_args(tmp_path), "--submit"])
+    assert refused.exit_code == 2 and "invalid partition specified: gpu" in refused.output

@@ -35,7 +35,7 @@ def _root(
 
 def _register() -> None:
     # Each module adds its commands to `app`; imported here so that `allscan.cli` is the one entry point.
-    from allscan.cli import bench, engines, merge, report, run, train  # noqa: F401
+    from allscan.cli import bench, engines, merge, report, run, slurm, train  # noqa: F401
 
 
 _register()
