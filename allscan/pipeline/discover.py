@@ -12,6 +12,10 @@ each hold a ``patientA``) would merge two patients into one slide, so discovery 
 of guessing names. A folder that holds an allscan journal is a results folder (an earlier ``--out``), never a slide
 or part of one: its heatmaps and report would otherwise be read back as images.
 
+One file reached twice (INPUT given as a folder and as a symlink to it, a slide folder that is a symlink to another
+slide) is listed once, at its first place: images are told apart by their real paths, and each alias dropped is
+noted in ``aliases`` (the run turns it into one warning) instead of counting the same image twice.
+
 A night job must never hang or die on a strange folder: a symlink that leads back into a folder already being
 walked, a folder it cannot list and a dangling symlink each become one *problem* entry (reported as an
 ``error`` row naming the cause) and the walk goes on.
@@ -46,6 +50,8 @@ class Found:
     size: int = 0
     mtime_ns: int = 0
     error: str = ""
+    inode: int = 0  # with ctime_ns: a file replaced in place, its mtime set back, still counts as changed
+    ctime_ns: int = 0  # the kernel sets it on every write or rename; no user can set it back
 
 
 def is_image_name(name: str) -> bool:
@@ -64,8 +70,10 @@ def is_results_folder(path: str | os.PathLike[str]) -> bool:
 class _SlideNames:
     """Which folder each slide name came from: a second folder under the same name is refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, aliases: list[str] | None = None) -> None:
         self.source: dict[str, str] = {}
+        self.real: dict[str, str] = {}  # real path -> the path it was first listed under
+        self.aliases = aliases
 
     def claim(self, slide: str, folder: str) -> None:
         first = self.source.setdefault(slide, folder)
@@ -78,10 +86,23 @@ class _SlideNames:
 
     def rows(self, slide: str, folder: str, found: Iterator[Found]) -> Iterator[Found]:
         """``found``, claiming the slide name at its first row (a folder without images claims nothing)."""
-        for i, item in enumerate(found):
+        for i, item in enumerate(self.unique(found)):
             if i == 0:
                 self.claim(slide, folder)
             yield item
+
+    def unique(self, found: Iterator[Found]) -> Iterator[Found]:
+        """``found`` without the images whose real path was listed already (symlink aliases)."""
+        for item in found:
+            if item.error:
+                yield item
+                continue
+            real = os.path.realpath(item.path)
+            first = self.real.setdefault(real, item.path)
+            if first == item.path:
+                yield item
+            elif self.aliases is not None:
+                self.aliases.append(f"{escape_name(item.path)} is {escape_name(first)}")
 
 
 def _sorted_entries(folder: str) -> list[os.DirEntry[str]]:
@@ -99,7 +120,9 @@ def _file(slide: str, image: str, in_slide: str, path: str) -> Found:
         return Found(slide, image, in_slide, path, error=f"cannot stat file: {exc.strerror or exc}")
     if not stat.S_ISREG(st.st_mode):
         return Found(slide, image, in_slide, path, error="not a regular file")
-    return Found(slide, image, in_slide, path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return Found(
+        slide, image, in_slide, path, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, ctime_ns=st.st_ctime_ns
+    )
 
 
 def _walk_slide(
@@ -168,15 +191,18 @@ def check_inputs(inputs: list[Path]) -> None:
             )
 
 
-def discover(inputs: list[Path], exclude: list[Path] | None = None) -> Iterator[Found]:
+def discover(
+    inputs: list[Path], exclude: list[Path] | None = None, aliases: list[str] | None = None
+) -> Iterator[Found]:
     """Yield every image (and every walk problem) under ``inputs``, slide by slide, in a deterministic order.
 
     ``exclude`` lists folders never entered (the run's own ``--out`` when it lies inside an INPUT, so heatmap
-    PNGs are not taken for slides the next night).
+    PNGs are not taken for slides the next night). ``aliases`` receives one line per image dropped as a symlink
+    alias of one listed earlier.
     """
     check_inputs(inputs)
     skip = {os.path.abspath(p) for p in (exclude or [])}
-    names = _SlideNames()
+    names = _SlideNames(aliases)
     for inp in inputs:
         root = os.path.abspath(inp)
         if not os.path.isdir(root):

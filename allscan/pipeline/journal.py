@@ -1,7 +1,8 @@
 """The run journal: what was done to which file, so a rerun does only what is new and a crash loses nothing.
 
 An SQLite file in ``--out`` (embedded, transactional, survives SIGKILL and power cuts in WAL mode). Each
-result is keyed by the image's absolute path, size, modification time (ns) and the model id, plus a ``config``
+result is keyed by the image's absolute path, size, modification time (ns), inode and change time (ns; set by the
+kernel on every write, so a file replaced with its mtime restored is still new) and the model id, plus a ``config``
 string for the options that change the outputs (heatmap mode, pixel limit). Rows are stored as the exact text
 cells of the tables, so the tables can be rebuilt at any time, byte for byte, from the journal alone in
 discovery order: a rerun with nothing to do, a resumed run and an uninterrupted run publish the same bytes.
@@ -39,7 +40,7 @@ from allscan.io.names import escape_name, printable, unescape_name
 from allscan.pipeline.discover import JOURNAL_NAME, Found
 
 LOCK_NAME = ".allscan.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: inode and ctime_ns join the change key (a v1 journal is migrated in place)
 PAGE = 512  # rows per read of the todo list
 DAMAGED_PREFIX = ".allscan-journal.damaged-"
 _TABLES = ("meta", "results", "current")
@@ -54,12 +55,14 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL, label_index INTEGER, probs TEXT, flags TEXT NOT NULL,
     image_row TEXT NOT NULL,         -- JSON list: the images.csv cells
     cell_rows TEXT NOT NULL,         -- JSON list of lists: the cells.csv cells
+    inode INTEGER NOT NULL DEFAULT 0, ctime_ns INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (path, model_id, config)
 );
 CREATE TABLE IF NOT EXISTS current (
     seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, slide TEXT NOT NULL, image TEXT NOT NULL,
     in_slide TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, error TEXT NOT NULL,
-    todo INTEGER NOT NULL DEFAULT 1
+    todo INTEGER NOT NULL DEFAULT 1,
+    inode INTEGER NOT NULL DEFAULT 0, ctime_ns INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -95,6 +98,7 @@ def _open(path: Path) -> sqlite3.Connection:
         if check != "ok":
             raise JournalDamaged(printable(str(check)))
         db.executescript(_SCHEMA)
+        _migrate(db)
         expected = _expected_columns()
         for table, columns in expected.items():
             found = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
@@ -115,6 +119,20 @@ def _open(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A version 1 journal gains the inode and ctime_ns columns (0: its results are redone once, since nothing
+    proves the files did not change in the ways v1 could not see)."""
+    version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if version is None or version[0] != "1":
+        return
+    for table in ("results", "current"):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for column in ("inode", "ctime_ns"):
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
 
 class JournalLocked(Exception):
@@ -244,8 +262,8 @@ class Journal:
         try:
             self.db.execute("DELETE FROM current")
             self.db.executemany(
-                "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO current (path, slide, image, in_slide, size, mtime_ns, error, inode, ctime_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         _key(f.path),
@@ -255,6 +273,8 @@ class Journal:
                         f.size,
                         f.mtime_ns,
                         printable(f.error),
+                        f.inode,
+                        f.ctime_ns,
                     )
                     for f in found
                 ),
@@ -290,7 +310,8 @@ class Journal:
             self.db.execute(
                 """UPDATE current SET todo = current.error != '' OR NOT EXISTS (
                        SELECT 1 FROM results r WHERE r.path = current.path AND r.model_id = ? AND r.config = ?
-                       AND r.size = current.size AND r.mtime_ns = current.mtime_ns AND r.slide = current.slide
+                       AND r.size = current.size AND r.mtime_ns = current.mtime_ns AND r.inode = current.inode
+                       AND r.ctime_ns = current.ctime_ns AND r.slide = current.slide
                        AND r.image = current.image AND r.retry = 0)""",
                 (self.model_id, self.config),
             )
@@ -302,14 +323,15 @@ class Journal:
         last = -1
         while True:
             rows = self.db.execute(
-                "SELECT seq, slide, image, in_slide, path, size, mtime_ns, error FROM current "
+                "SELECT seq, slide, image, in_slide, path, size, mtime_ns, error, inode, ctime_ns FROM current "
                 "WHERE todo = 1 AND seq > ? ORDER BY seq LIMIT ?",
                 (last, PAGE),
             ).fetchall()
             if not rows:
                 return
-            for _, slide, image, in_slide, path, size, mtime_ns, error in rows:
-                yield Found(_name(slide), _name(image), _name(in_slide), _name(path), size, mtime_ns, error)
+            for _, slide, image, in_slide, path, size, mtime_ns, error, inode, ctime_ns in rows:
+                names = (_name(slide), _name(image), _name(in_slide), _name(path))
+                yield Found(*names, size, mtime_ns, error, inode=inode, ctime_ns=ctime_ns)
             last = rows[-1][0]
 
     # -- results --
@@ -327,7 +349,7 @@ class Journal:
     ) -> None:
         """Record one image's result (committed by :meth:`commit`)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _key(found.path),
                 self.model_id,
@@ -343,6 +365,8 @@ class Journal:
                 ";".join(flags),
                 json.dumps(list(image_row), ensure_ascii=False),
                 json.dumps([list(r) for r in cell_rows], ensure_ascii=False),
+                found.inode,
+                found.ctime_ns,
             ),
         )
 

@@ -41,6 +41,7 @@ from allscan.io.tables import (
     write_bytes_atomic,
 )
 from allscan.models.card import ModelCard, sha256_file
+from allscan.models.conformance import check_model
 from allscan.models.store import DEFAULT_MODEL, ModelStoreError, StoredModel, load_model
 from allscan.pipeline.batching import Batcher
 from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
@@ -447,6 +448,7 @@ def run_batch(config: RunConfig) -> RunSummary:
     _validate(config)
     try:
         model = load_model(config.model, root=config.engines_root)
+        check_model(model)  # a card that disagrees with its ONNX stops here, before any image is read
     except ModelStoreError as exc:
         raise RunError(str(exc)) from None
     config.out = Path(config.out)
@@ -474,9 +476,14 @@ def run_batch(config: RunConfig) -> RunSummary:
     try:
         t0 = time.perf_counter()
         try:
-            total = journal.load_current(discover(list(config.inputs), exclude=[config.out]))
+            aliases: list[str] = []
+            total = journal.load_current(discover(list(config.inputs), exclude=[config.out], aliases=aliases))
         except DiscoveryError as exc:
             raise RunError(str(exc)) from None
+        if aliases:
+            summary.warnings.append(
+                f"{len(aliases)} images reached twice through symlink aliases are listed once (e.g. {aliases[0]})"
+            )
         _refuse_vanished_inputs(config, journal)
         total = _keep_shard(config, journal, summary, log, total)
         todo = journal.mark_todo(config.resume)

@@ -26,28 +26,37 @@ def source_of(root: Path, image: str) -> Path | None:
 
 
 def thumb_jobs(data: ReportData, roots: list[Path]) -> tuple[dict[Owner, Thumb], list[tuple[Owner, int, ThumbJob]]]:
-    """Thumbnail jobs for every image's original (found under one of the run's INPUTs) and for its heatmap."""
+    """Thumbnail jobs for the rows the page shows with pictures: the original of each image in the review queue
+    that the pipeline judged (an ``error`` row may be a decompression bomb or a file that crashes a decoder: the
+    report never decodes it), and each heatmap the run drew. Other images get none: with ``--heatmaps none`` a
+    night of 20,000 images would otherwise write 20,000 thumbnails nobody sees."""
     folder = data.out_dir / THUMB_DIR
+    shown = {id(im) for im in data.review if im.ok}
     index: dict[Owner, Thumb] = {}
     jobs: list[tuple[Owner, int, ThumbJob]] = []
     for im in data.images:
         owner = (im.slide, im.image)
         key = thumbs.thumb_key(im.slide, im.image)
         hint = (im.width, im.height) if im.width and im.height else None
-        root, src = -1, None
-        for i, r in enumerate(roots):
-            cand = source_of(r, im.image)
-            if cand is not None and cand.is_file():
-                root, src = i, cand
-                break
+        root, src = _original(im.image, roots)
         dest = folder / f"{key}{IMAGE_SUFFIX}"
-        if src is not None:
+        wanted = id(im) in shown
+        if src is not None and wanted:
             jobs.append((owner, 1, ThumbJob(src, dest, hint)))
         # Originals moved away (or a relative INPUT seen from another folder): keep the thumbnail made earlier.
-        index[owner] = Thumb(key, 1 if src is None and dest.is_file() else 0, root)
+        index[owner] = Thumb(key, 1 if wanted and src is None and dest.is_file() else 0, root)
         if im.heatmap:
             jobs.append((owner, 2, ThumbJob(data.out_dir / im.heatmap, folder / f"{key}{HEAT_SUFFIX}", hint)))
     return index, jobs
+
+
+def _original(image: str, roots: list[Path]) -> tuple[int, Path | None]:
+    """(index of the INPUT holding the original of ``image``, its path), or (-1, None) when none has it."""
+    for i, r in enumerate(roots):
+        cand = source_of(r, image)
+        if cand is not None and cand.is_file():
+            return i, cand
+    return -1, None
 
 
 def build(out_dir: Path) -> Path:

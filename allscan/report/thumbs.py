@@ -61,7 +61,10 @@ def make_thumb(job: ThumbJob, size: int = THUMB_SIZE) -> bool:
         buf = np.fromfile(str(job.src), dtype=np.uint8)
     except OSError:
         return False
-    image = cv2.imdecode(buf, _reduced_flag(job.hint, size)) if buf.size else None
+    try:
+        image = cv2.imdecode(buf, _reduced_flag(job.hint, size)) if buf.size else None
+    except cv2.error:  # OpenCV's own pixel limit, or a decoder that gives up: no thumbnail, the page stands
+        return False
     if image is None or image.size == 0:
         return False
     h, w = image.shape[:2]
