@@ -268,3 +268,23 @@ def test_slurm_submit_calls_sbatch_with_the_array_id(tiny_store: Path, tmp_path:
     (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
     refused = CliRunner().invoke(app, [*_slurm_args(tmp_path), "--submit"])
     assert refused.exit_code == 2 and "invalid partition specified: gpu" in refused.output
+
+
+def test_slurm_scripts_start_this_installations_allscan_not_the_first_on_path(
+    tiny_store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """sbatch jobs get the submitter's PATH, which may lack this installation or hold another allscan first."""
+    import shlex
+    import sys
+
+    decoy = tmp_path / "bin" / "allscan"
+    decoy.parent.mkdir()
+    decoy.write_text("#!/bin/sh\nexit 99\n")
+    decoy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{decoy.parent}:{__import__('os').environ['PATH']}")
+    assert CliRunner().invoke(app, _slurm_args(tmp_path)).exit_code == 0
+    slurm = tmp_path / "night" / "slurm"
+    for script, verb in (("allscan.sbatch", " run "), ("allscan-merge.sbatch", " merge ")):
+        line = next(x for x in (slurm / script).read_text().splitlines() if verb in x)
+        program = Path(shlex.split(line)[0])
+        assert str(decoy) not in line and program.parent == Path(sys.executable).parent, line

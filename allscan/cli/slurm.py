@@ -6,7 +6,8 @@ prints the two job ids. Exit 2 on usage errors and when sbatch is missing or ref
 
 from __future__ import annotations
 
-import shutil
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,16 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _allscan_command() -> str:
-    """How the nodes start allscan: this installation's entry point (the nodes share its file system)."""
-    found = shutil.which("allscan")
-    return str(Path(found).resolve()) if found else f"{sys.executable} -c 'from allscan.cli import main; main()'"
+    """How the nodes start allscan: this installation's own entry point (the nodes share its file system).
+
+    The one beside this interpreter, never the first ``allscan`` on PATH: an sbatch job starts with the submitter's
+    PATH, which need not hold this installation (a venv used without activating it, pytest, cron) or may hold
+    another one first. Without an entry point there (``pip install --user``), this interpreter runs the CLI.
+    """
+    beside = Path(sys.executable).parent / "allscan"  # not resolved: a venv's python links out of the venv
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -c 'from allscan.cli import main; main()'"
 
 
 @app.command("slurm")
