@@ -167,6 +167,36 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: in
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageReadError("not an image: unrecognised file signature (expected JPEG, PNG or TIFF)")
+    size, notes = _header(fmt, data)
+    if size is not None:
+        width, height = size[0], size[1]
+        if width == 0 or height == 0:
+            raise ImageReadError(f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageReadError(
+                f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+                f"{max_pixels / 1e6:.0f} MP limit (--max-pixels)"
+            )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    reduce = _jpeg_reduction(size, max_side) if fmt == "jpeg" else 1
+    try:
+        # IMREAD_COLOR applies EXIF orientation and converts gray, alpha, 16-bit and CMYK to 8-bit BGR;
+        # IMREAD_REDUCED_COLOR_k does the same while decoding only 1/k of each side (libjpeg's DCT scaling).
+        bgr = cv2.imdecode(buffer, _REDUCED_FLAGS[reduce])
+    except cv2.error as exc:
+        raise ImageReadError(f"cannot decode {fmt.upper()}: {str(exc).strip().splitlines()[-1]}") from exc
+    if bgr is None:
+        raise ImageReadError(f"cannot decode {fmt.upper()}: corrupt or unsupported data")
+    if size is None and bgr.shape[0] * bgr.shape[1] > max_pixels:
+        raise ImageReadError(f"image too large: {bgr.shape[1]}x{bgr.shape[0]} exceeds the limit")
+    if fmt == "jpeg" and size is not None and size[2] == 1:
+        notes.append("gray_converted")
+    original = _oriented_size(size, bgr.shape[:2], reduce) if reduce > 1 and size else None
+    return _bounded(DecodedImage(bgr=np.ascontiguousarray(bgr), notes=notes, original=original), max_side)
+
+
+def _header(fmt: str, data: bytes) -> tuple[tuple[int, ...] | None, list[str]]:
+    """The size the header declares (None for an unusual TIFF) and the notes it implies; refuses a damaged one."""
     notes: list[str] = []
     size: tuple[int, ...] | None
     if fmt == "jpeg":
@@ -194,31 +224,7 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: in
         pages = tiff_pages(data)
         if pages > 1:
             notes.append(f"multipage_tiff_first_page_of_{pages}")
-    if size is not None:
-        width, height = size[0], size[1]
-        if width == 0 or height == 0:
-            raise ImageReadError(f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageReadError(
-                f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
-                f"{max_pixels / 1e6:.0f} MP limit (--max-pixels)"
-            )
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    reduce = _jpeg_reduction(size, max_side) if fmt == "jpeg" else 1
-    try:
-        # IMREAD_COLOR applies EXIF orientation and converts gray, alpha, 16-bit and CMYK to 8-bit BGR;
-        # IMREAD_REDUCED_COLOR_k does the same while decoding only 1/k of each side (libjpeg's DCT scaling).
-        bgr = cv2.imdecode(buffer, _REDUCED_FLAGS[reduce])
-    except cv2.error as exc:
-        raise ImageReadError(f"cannot decode {fmt.upper()}: {str(exc).strip().splitlines()[-1]}") from exc
-    if bgr is None:
-        raise ImageReadError(f"cannot decode {fmt.upper()}: corrupt or unsupported data")
-    if size is None and bgr.shape[0] * bgr.shape[1] > max_pixels:
-        raise ImageReadError(f"image too large: {bgr.shape[1]}x{bgr.shape[0]} exceeds the limit")
-    if fmt == "jpeg" and size is not None and size[2] == 1:
-        notes.append("gray_converted")
-    original = _oriented_size(size, bgr.shape[:2], reduce) if reduce > 1 and size else None
-    return _bounded(DecodedImage(bgr=np.ascontiguousarray(bgr), notes=notes, original=original), max_side)
+    return size, notes
 
 
 _REDUCED_FLAGS = {
