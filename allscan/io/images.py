@@ -20,6 +20,10 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 30))
 import cv2  # noqa: E402
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: far above a microscope field, far below a bomb
+# allscan run segments and renders on a copy whose longest side is at most this: the model sees 224 px anyway,
+# and a 100-megapixel field would otherwise take minutes and gigabytes (README "Large images").
+WORKING_SIDE = 2048
+_MAX_TIFF_PAGES = 10_000  # an IFD chain longer than this is damaged (or a loop); counting stops there
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
@@ -33,14 +37,22 @@ class DecodedImage:
 
     bgr: np.ndarray
     notes: list[str] = field(default_factory=list)
+    original: tuple[int, int] | None = None  # (width, height) of the file when ``bgr`` is a downscaled copy
 
     @property
     def height(self) -> int:
-        return int(self.bgr.shape[0])
+        """The file's height (after EXIF orientation), whatever the size of ``bgr``."""
+        return self.original[1] if self.original else int(self.bgr.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.bgr.shape[1])
+        """The file's width (after EXIF orientation), whatever the size of ``bgr``."""
+        return self.original[0] if self.original else int(self.bgr.shape[1])
+
+    @property
+    def scale(self) -> float:
+        """Original pixels per pixel of ``bgr`` (1.0 unless downscaled)."""
+        return self.width / self.bgr.shape[1]
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int, int] | None:
@@ -102,6 +114,27 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def tiff_pages(data: bytes) -> int:
+    """How many pages (IFDs) a classic TIFF holds, following the chain of next-IFD offsets; 0 if unreadable.
+
+    OpenCV's ``imdecode`` returns the first page only, so the caller can say that the others were not read."""
+    if len(data) < 8:
+        return 0
+    endian = "<" if data[:2] == b"II" else ">"
+    seen: set[int] = set()
+    try:
+        (offset,) = struct.unpack(endian + "I", data[4:8])
+        while offset and offset not in seen and len(seen) < _MAX_TIFF_PAGES:
+            (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
+            start = offset + 2 + 12 * count
+            (following,) = struct.unpack(endian + "I", data[start : start + 4])
+            seen.add(offset)  # only an IFD read to its end is a page
+            offset = following
+    except struct.error:
+        pass  # a damaged tail: the pages counted so far
+    return len(seen)
+
+
 def sniff_format(data: bytes) -> str | None:
     """The container format from its magic bytes: 'jpeg', 'png', 'tiff' or None."""
     if data[:3] == b"\xff\xd8\xff":
@@ -113,24 +146,57 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Read ``path`` into 8-bit BGR with EXIF orientation applied, or raise ImageReadError with the reason."""
+def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> DecodedImage:
+    """Read ``path`` into 8-bit BGR with EXIF orientation applied, or raise ImageReadError with the reason.
+
+    With ``max_side``, an image whose longest side is longer comes back downscaled to exactly ``max_side``
+    (see :func:`decode_bytes`)."""
     try:
         data = Path(path).read_bytes()
     except PermissionError as exc:
         raise ImageReadError(f"permission denied: {exc.strerror}") from exc
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from exc
-    return decode_bytes(data, max_pixels=max_pixels)
+    return decode_bytes(data, max_pixels=max_pixels, max_side=max_side)
 
 
-def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> DecodedImage:
     """Decode an in-memory file; see :func:`decode_image`."""
     if not data:
         raise ImageReadError("empty file (0 bytes)")
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageReadError("not an image: unrecognised file signature (expected JPEG, PNG or TIFF)")
+    size, notes = _header(fmt, data)
+    if size is not None:
+        width, height = size[0], size[1]
+        if width == 0 or height == 0:
+            raise ImageReadError(f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageReadError(
+                f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+                f"{max_pixels / 1e6:.0f} MP limit (--max-pixels)"
+            )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    reduce = _jpeg_reduction(size, max_side) if fmt == "jpeg" else 1
+    try:
+        # IMREAD_COLOR applies EXIF orientation and converts gray, alpha, 16-bit and CMYK to 8-bit BGR;
+        # IMREAD_REDUCED_COLOR_k does the same while decoding only 1/k of each side (libjpeg's DCT scaling).
+        bgr = cv2.imdecode(buffer, _REDUCED_FLAGS[reduce])
+    except cv2.error as exc:
+        raise ImageReadError(f"cannot decode {fmt.upper()}: {str(exc).strip().splitlines()[-1]}") from exc
+    if bgr is None:
+        raise ImageReadError(f"cannot decode {fmt.upper()}: corrupt or unsupported data")
+    if size is None and bgr.shape[0] * bgr.shape[1] > max_pixels:
+        raise ImageReadError(f"image too large: {bgr.shape[1]}x{bgr.shape[0]} exceeds the limit")
+    if fmt == "jpeg" and size is not None and size[2] == 1:
+        notes.append("gray_converted")
+    original = _oriented_size(size, bgr.shape[:2], reduce) if reduce > 1 and size else None
+    return _bounded(DecodedImage(bgr=np.ascontiguousarray(bgr), notes=notes, original=original), max_side)
+
+
+def _header(fmt: str, data: bytes) -> tuple[tuple[int, ...] | None, list[str]]:
+    """The size the header declares (None for an unusual TIFF) and the notes it implies; refuses a damaged one."""
     notes: list[str] = []
     size: tuple[int, ...] | None
     if fmt == "jpeg":
@@ -155,25 +221,44 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             notes.append("gray_converted")
     else:
         size = _tiff_size(data)
-    if size is not None:
-        width, height = size[0], size[1]
-        if width == 0 or height == 0:
-            raise ImageReadError(f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageReadError(
-                f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
-                f"{max_pixels / 1e6:.0f} MP limit (--max-pixels)"
-            )
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    try:
-        # IMREAD_COLOR applies EXIF orientation and converts gray, alpha, 16-bit and CMYK to 8-bit BGR.
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error as exc:
-        raise ImageReadError(f"cannot decode {fmt.upper()}: {str(exc).strip().splitlines()[-1]}") from exc
-    if bgr is None:
-        raise ImageReadError(f"cannot decode {fmt.upper()}: corrupt or unsupported data")
-    if size is None and bgr.shape[0] * bgr.shape[1] > max_pixels:
-        raise ImageReadError(f"image too large: {bgr.shape[1]}x{bgr.shape[0]} exceeds the limit")
-    if fmt == "jpeg" and size is not None and size[2] == 1:
-        notes.append("gray_converted")
-    return DecodedImage(bgr=np.ascontiguousarray(bgr), notes=notes)
+        pages = tiff_pages(data)
+        if pages > 1:
+            notes.append(f"multipage_tiff_first_page_of_{pages}")
+    return size, notes
+
+
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def _jpeg_reduction(size: tuple[int, ...] | None, max_side: int | None) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8) that still leaves the longest side >= ``max_side``:
+    a 100-megapixel JPEG is never decoded at full size, and the final resize is from a few times the target."""
+    if not max_side or size is None:
+        return 1
+    longest = max(size[0], size[1])
+    return max((k for k in _REDUCED_FLAGS if -(-longest // k) >= max_side), default=1)
+
+
+def _oriented_size(size: tuple[int, ...], shape: tuple[int, ...], reduce: int) -> tuple[int, int]:
+    """The file's (width, height) after EXIF orientation, from its header and the reduced decode's shape."""
+    width, height = size[0], size[1]
+    rows = -(-height // reduce)
+    return (width, height) if shape[0] == rows else (height, width)
+
+
+def _bounded(decoded: DecodedImage, max_side: int | None) -> DecodedImage:
+    """``decoded`` with its pixels downscaled (area averaging) so the longest side is at most ``max_side``."""
+    rows, cols = decoded.bgr.shape[:2]
+    if not max_side or max(rows, cols) <= max_side:
+        return decoded
+    width, height = decoded.width, decoded.height
+    ratio = max_side / max(width, height)
+    target = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    small = cv2.resize(decoded.bgr, target, interpolation=cv2.INTER_AREA)
+    notes = [*decoded.notes, f"downscaled_to_{target[0]}x{target[1]}"]
+    return DecodedImage(bgr=small, notes=notes, original=(width, height))

@@ -373,6 +373,26 @@ class Journal:
     def commit(self) -> None:
         self.db.commit()
 
+    # -- which run made the rows --
+    def _producer_key(self) -> str:
+        return f"produced_by {self.model_id} {self.config}"
+
+    def set_producer(self, record: dict[str, object]) -> None:
+        """Remember ``record`` (run.json's facts) as the last run that made rows for this model and options, so
+        a later run with nothing new can still say how the published rows were made."""
+        value = json.dumps(record, sort_keys=True)
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (self._producer_key(), value))
+        self.db.commit()
+
+    def producer(self) -> dict[str, object] | None:
+        """The record stored by :meth:`set_producer` for this model and options, or None (none, or unreadable)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (self._producer_key(),)).fetchone()
+        try:
+            record = json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
     def published(self) -> Iterator[Stored]:
         """This run's rows in discovery order, from the journal alone."""
         cursor = self.db.execute(

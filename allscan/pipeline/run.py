@@ -226,7 +226,8 @@ class _Finisher:
         t0 = time.perf_counter()
         assert item.labels is not None
         mask = (item.labels > 0).astype(np.uint8)
-        heat = class_map(outputs["cam"], pred.label_index, (item.height, item.width), item.boxes)
+        # At the working copy's size (labels, boxes and pixels share it), not the file's width x height.
+        heat = class_map(outputs["cam"], pred.label_index, item.labels.shape[:2], item.boxes)
         focus = focus_share(heat, mask) if item.cells else None
         evidence = cell_evidence(heat, item.labels, len(item.cells))
         heatmap_rel = ""
@@ -392,8 +393,31 @@ def _versions() -> dict[str, str]:
     }
 
 
+def producer_record(model: StoredModel, summary: RunSummary, started: datetime) -> dict[str, object]:
+    """What run.json's ``produced_by`` says of a run that processed images: enough to know how rows were made."""
+    card = model.card
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model": {"name": card.name, "id": card.model_id, "architecture": card.architecture},
+        "backend": summary.backend,
+        "backend_reason": summary.backend_reason,
+        "precision": summary.precision,
+        "workers_used": summary.workers_used,
+        "processed": summary.n_processed,
+        "wall_s": round(summary.wall_s, 4),
+        "images_per_s": round(summary.images_per_s, 3),
+    }
+
+
 def _write_run_json(
-    config: RunConfig, model: StoredModel, summary: RunSummary, started: datetime, exit_code: int
+    config: RunConfig,
+    model: StoredModel,
+    summary: RunSummary,
+    started: datetime,
+    exit_code: int,
+    produced_by: dict[str, object] | None = None,
 ) -> None:
     card = model.card
     onnx_sha = card.onnx_sha256 or sha256_file(model.onnx_path)  # load_model verified the card's hash
@@ -435,6 +459,8 @@ def _write_run_json(
         "exit_code": exit_code,
         "warnings": summary.warnings,
     }
+    if produced_by:
+        doc["produced_by"] = produced_by  # the last run that made rows; the keys above are this run's own
     if config.shard:
         doc["shard"] = {"k": config.shard.k, "n": config.shard.n, "discovered": summary.discovered}
     write_bytes_atomic(config.out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
@@ -506,7 +532,9 @@ def run_batch(config: RunConfig) -> RunSummary:
         timings["total"] = summary.wall_s
         summary.timings = timings
         summary.images_per_s = summary.n_processed / summary.wall_s if summary.wall_s > 0 else 0.0
-        _write_run_json(config, model, summary, started, summary.exit_code)
+        if summary.n_processed:
+            journal.set_producer(producer_record(model, summary, started))
+        _write_run_json(config, model, summary, started, summary.exit_code, journal.producer())
     finally:
         journal.close()
         lock.release()

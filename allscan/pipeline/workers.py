@@ -15,12 +15,12 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
-from allscan.io.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
+from allscan.io.images import DEFAULT_MAX_PIXELS, WORKING_SIDE, ImageReadError, decode_image
 from allscan.models.card import InputSpec
 from allscan.pipeline.colour import colour_statistics
 from allscan.pipeline.discover import Found
@@ -38,6 +38,7 @@ class PrepareSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_image: bool = True  # send the decoded pixels back (needed only when heatmaps may be drawn)
     segment_params: SegmentParams = field(default_factory=SegmentParams)
+    working_side: int = WORKING_SIDE  # longest side of the copy that is segmented and rendered
 
 
 @dataclass
@@ -47,11 +48,11 @@ class Prepared:
     found: Found
     error: str = ""
     notes: list[str] = field(default_factory=list)
-    width: int = 0
+    width: int = 0  # of the file; ``bgr`` and ``labels`` may be a downscaled working copy
     height: int = 0
     tensors: np.ndarray | None = None  # float32 [k, 3, S, S]
     boxes: list[tuple[int, int, int, int]] | None = None  # crop boxes in 'cells' mode, else None
-    cells: list[Cell] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)  # measured on the working copy, in the file's pixels
     labels: np.ndarray | None = None  # int32 [H, W]: 0 background, k on the pixels of cell k (cell_id)
     area_fraction: float = 0.0
     bgr: np.ndarray | None = None
@@ -66,7 +67,7 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
     timings = {"decode": 0.0, "segment": 0.0, "preprocess": 0.0}
     t0 = time.perf_counter()
     try:
-        decoded = decode_image(found.path, max_pixels=settings.max_pixels)
+        decoded = decode_image(found.path, max_pixels=settings.max_pixels, max_side=settings.working_side)
     except ImageReadError as exc:
         timings["decode"] = time.perf_counter() - t0
         return Prepared(found=found, error=str(exc), timings=timings)
@@ -93,13 +94,35 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
         height=decoded.height,
         tensors=tensors,
         boxes=boxes,
-        cells=list(seg.cells),
+        cells=scale_cells(seg.cells, decoded.scale),
         labels=seg.labels,
         area_fraction=seg.area_fraction,
         bgr=decoded.bgr if settings.keep_image else None,
         colour=colour,
         timings=timings,
     )
+
+
+def scale_cells(cells: list[Cell], scale: float) -> list[Cell]:
+    """Cells measured on a working copy, in the original file's pixels (lengths x scale, areas x scale^2), so
+    cells.csv means one thing whatever the image's size; shape measures (circularity, colour, share) stay."""
+    if scale == 1.0:
+        return list(cells)
+    return [
+        replace(
+            c,
+            x=int(round(c.x * scale)),
+            y=int(round(c.y * scale)),
+            width=int(round(c.width * scale)),
+            height=int(round(c.height * scale)),
+            area_px=int(round(c.area_px * scale * scale)),
+            perimeter=round(c.perimeter * scale, 2),
+            equivalent_diameter=round(c.equivalent_diameter * scale, 2),
+            centroid_x=round(c.centroid_x * scale, 2),
+            centroid_y=round(c.centroid_y * scale, 2),
+        )
+        for c in cells
+    ]
 
 
 def _prepare_chunk(chunk: list[Found], settings: PrepareSettings) -> list[Prepared]:

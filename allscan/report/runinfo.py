@@ -67,8 +67,29 @@ def duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
 
 
+def producing_run(run: dict[str, Any]) -> dict[str, Any]:
+    """The run whose backend, speed and versions describe the published rows: run.json's ``produced_by`` when
+    the latest run processed nothing (a no-op rerun says backend 'none', 0 images/s), else the run itself."""
+    made = run.get("produced_by")
+    if isinstance(made, list):
+        made = made[-1] if made else None
+    if not isinstance(made, dict) or pick(run, "counts.processed") not in (0, None):
+        return run
+    return {**run, **{k: v for k, v in made.items() if k != "model"}}
+
+
+def latest_run(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """A line for the latest run when it is not the one the facts describe (it found nothing new)."""
+    if producing_run(run) is run:
+        return []
+    when = fmt(pick(run, "started"))
+    return [("Latest run", f"{when}: nothing new to process; the facts above are of the run that made the rows")]
+
+
 def facts(run: dict[str, Any]) -> list[tuple[str, str]]:
-    """The headline facts of a run, in display order; absent ones are left out."""
+    """The headline facts of the run that made the published rows, in display order; absent ones are left out."""
+    latest = latest_run(run)
+    run = producing_run(run)
     model = run.get("model") if isinstance(run.get("model"), dict) else {}
     backend = run.get("backend")
     backend_text = fmt(pick(backend, "name", "kind", "provider") or backend) if backend else ""
@@ -108,11 +129,12 @@ def facts(run: dict[str, Any]) -> list[tuple[str, str]]:
     files = pick(model, "files")
     if isinstance(files, dict):
         rows[6:6] = [(f"sha256 of {k}", fmt(v)) for k, v in files.items()]
-    return [(k, v) for k, v in rows if v]
+    return [(k, v) for k, v in rows + latest if v]
 
 
 def versions(run: dict[str, Any]) -> list[tuple[str, str]]:
-    data = run.get("versions")
+    """Library versions of the run that made the rows (allscan's own is among the facts)."""
+    data = producing_run(run).get("versions")
     return [(str(k), fmt(v)) for k, v in data.items() if k != "allscan"] if isinstance(data, dict) else []
 
 
