@@ -121,3 +121,18 @@ def test_without_ray_the_option_says_how_to_install(
 def test_ray_address_needs_the_ray_executor(tiny_store: Path, tmp_path: Path) -> None:
     with pytest.raises(RunError, match="--ray-address needs --executor ray"):
         _run(_inputs(tmp_path / "in"), tmp_path / "out", ray_address="auto")
+
+
+def test_a_cluster_that_cannot_be_joined_is_a_usage_error(
+    ray_cluster: None, tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RunError, match=r"cannot join the Ray cluster auto: Could not find any running Ray instance"):
+        _run(_inputs(tmp_path / "in"), tmp_path / "out", executor="ray", ray_address="auto")
+    assert not (tmp_path / "out" / "images.csv").exists()

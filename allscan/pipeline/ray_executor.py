@@ -135,7 +135,13 @@ def ray_results(
         logging.getLogger(name).setLevel(logging.ERROR)  # allscan logs what the user needs
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # no cluster at ADDR, a malformed ADDR
+            from allscan.pipeline.run import RunError
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"cannot join the Ray cluster {address or '(local)'}: {first}") from None
         started = True
     try:
         context = DataContext.get_current()
