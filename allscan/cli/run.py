@@ -46,6 +46,11 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Heatmaps(str, Enum):
     all = "all"
     flagged = "flagged"
@@ -173,6 +178,19 @@ def run(
         "allscan merge.",
         show_default=False,
     ),
+    executor: Executor = typer.Option(
+        Executor.local,
+        "--executor",
+        help="local: worker processes and the runner on this machine; ray: decode/segment and inference on a Ray "
+        "cluster (pip install 'allscan[ray]'), tables and journal written here.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        metavar="ADDR",
+        help="With --executor ray: the cluster to join (default: $RAY_ADDRESS, else a new local cluster).",
+        show_default=False,
+    ),
 ) -> None:
     """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
     from allscan.pipeline.faults import stop_on_sigterm
@@ -202,6 +220,8 @@ def run(
         allow_empty=allow_empty,
         report=not no_report,
         shard=chosen,
+        executor=executor.value,
+        ray_address=ray_address,
         progress=reporter,
         log=reporter.log,
     )

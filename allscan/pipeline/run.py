@@ -56,6 +56,7 @@ from allscan.runtime.base import RunnerError
 from allscan.runtime.select import select_runner
 
 HEATMAP_MODES = ("all", "flagged", "none")
+EXECUTORS = ("local", "ray")
 # With the default --workers, runs of up to this many images decode in the main process: starting worker
 # processes (seconds on a busy machine) costs more than it saves.
 SMALL_RUN = 64
@@ -103,6 +104,8 @@ class RunConfig:
     allow_empty: bool = False  # publish even when an INPUT with journaled results yields no image now
     report: bool = True
     shard: Shard | None = None  # only the slides of shard K of N (allscan merge puts the shards together)
+    executor: str = "local"  # local: worker processes + the runner here; ray: prepare + infer on Ray Data
+    ray_address: str | None = None  # --executor ray: the cluster (None: $RAY_ADDRESS or a new local one)
     engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
     progress: Callable[[Progress], None] | None = field(default=None, repr=False)
     log: Callable[[str], None] | None = field(default=None, repr=False)
@@ -122,6 +125,8 @@ class RunConfig:
             "allow_empty": self.allow_empty,
             "report": self.report,
             "shard": str(self.shard) if self.shard else None,
+            "executor": self.executor,
+            "ray_address": self.ray_address,
         }
 
     @property
@@ -169,6 +174,16 @@ def _validate(config: RunConfig) -> None:
         raise RunError(f"--workers must be 0 or more, not {config.workers}")
     if config.max_pixels < 1:
         raise RunError(f"--max-pixels must be positive, not {config.max_pixels}")
+    if config.executor not in EXECUTORS:
+        raise RunError(f"--executor must be one of {', '.join(EXECUTORS)}, not {config.executor!r}")
+    if config.ray_address and config.executor != "ray":
+        raise RunError("--ray-address needs --executor ray")
+    if config.executor == "ray":
+        from allscan.pipeline.ray_executor import ray_missing
+
+        missing = ray_missing()
+        if missing:
+            raise RunError(missing)
     out = os.path.abspath(config.out)
     if any(os.path.abspath(inp) == out for inp in config.inputs):
         raise RunError(
@@ -283,6 +298,8 @@ def _process(
     config: RunConfig, model: StoredModel, journal: Journal, total: int, summary: RunSummary
 ) -> dict[str, float]:
     """Run every todo image through workers, batches and the runner; results go to the journal."""
+    if config.executor == "ray":
+        return _process_ray(config, model, journal, total, summary)
     card = model.card
     choice = select_runner(model, config.backend, config.batch_size)
     summary.backend, summary.backend_reason = choice.runner.backend, choice.reason
@@ -334,6 +351,50 @@ def _process(
                 else:
                     finish(batcher.add(item))
         finish(batcher.flush())
+    summary.n_processed = done
+    return timings
+
+
+def _process_ray(
+    config: RunConfig, model: StoredModel, journal: Journal, total: int, summary: RunSummary
+) -> dict[str, float]:
+    """As ``_process``, with prepare + infer on Ray Data; rows, PNGs and the journal are still written here."""
+    from allscan.pipeline.ray_executor import ray_results
+
+    finisher = _Finisher(model.card, config.out, config.heatmaps, journal)
+    timings = finisher.timings
+    settings = PrepareSettings(
+        spec=model.card.input, max_pixels=config.max_pixels, keep_image=config.heatmaps != "none"
+    )
+    done = errors = 0
+    stream = ray_results(
+        journal.iter_todo(), settings, model, config.backend, config.batch_size, config.ray_address, config.log
+    )
+    with closing(stream):
+        for batch in stream:
+            if not summary.backend:
+                summary.backend, summary.backend_reason, summary.precision = (
+                    batch.backend,
+                    batch.reason,
+                    batch.precision,
+                )
+                if config.log:
+                    config.log(f"backend {batch.reason} (on the Ray actors)")
+            timings["infer"] += batch.infer_s
+            for item, outputs in batch.pairs:
+                for stage in ("decode", "segment", "preprocess"):
+                    timings[stage] += item.timings.get(stage, 0.0)
+                if outputs is None:
+                    finisher.error(item)
+                    errors += 1
+                else:
+                    finisher.ok(item, outputs)
+                done += 1
+                if config.progress:
+                    config.progress(Progress(done=done, total=total, errors=errors))
+            t0 = time.perf_counter()
+            journal.commit()
+            timings["write"] += time.perf_counter() - t0
     summary.n_processed = done
     return timings
 
@@ -597,6 +658,7 @@ def report_or_warn(out_dir: Path, log: Callable[[str], None], summary: RunSummar
 
 
 __all__ = [
+    "EXECUTORS",
     "HEATMAP_MODES",
     "Progress",
     "RunConfig",
