@@ -171,7 +171,8 @@ def evaluate_command(
         from allscan.evaluation.card_metrics import store_metrics
 
         key = store_metrics(model, split or "all", metrics, into=update_card_of)
-        typer.echo(f"metrics stored as {key} in engines/{update_card_of or model}/card.json")
+        where = f"{update_card_of}/card.json" if update_card_of else f"engines/{model}/card.json"
+        typer.echo(f"metrics stored as {key} in {where}")
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 
