@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _float(value: str) -> float:
+def parse_float(value: str | None) -> float:
+    """A CSV cell as a number; empty or unparsable cells are NaN."""
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return math.nan
 
@@ -32,9 +33,9 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
     y_true = np.array([index[t] for t in truth])
     ok = np.array([r["status"] == "ok" for r in rows], dtype=bool)
     y_pred = np.array([index.get(r["label"], -1) for r in rows])
-    probs = np.array([[_float(r.get(f"prob_{c}", "")) for c in classes] for r in rows], dtype=float)
+    probs = np.array([[parse_float(r.get(f"prob_{c}", "")) for c in classes] for r in rows], dtype=float)
     flagged = np.array([bool(r.get("flags")) for r in rows], dtype=bool)
-    focus = np.array([_float(r.get("cell_focus", "")) for r in rows], dtype=float)
+    focus = np.array([parse_float(r.get("cell_focus", "")) for r in rows], dtype=float)
     labels = list(range(len(classes)))
     present = sorted(set(y_true.tolist()))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allscan.evaluation.metrics import parse_float
 from allscan.io.images import ImageReadError, decode_image
 from allscan.pipeline.colour import colour_statistics, reinhard_transfer
 
@@ -78,12 +79,26 @@ def colour_baseline(
     }
 
 
+def other_class_donors(
+    labels: Sequence[int], donor_labels: Sequence[int], usable: Sequence[bool], seed: int = 0
+) -> np.ndarray:
+    """For each item, a seeded random usable donor whose label differs (-1 where there is none): the swap test's
+    donor choice, shared by evaluation and training's per-epoch swap check."""
+    rng = np.random.default_rng(seed)
+    donor_labels_arr, usable_arr = np.asarray(donor_labels), np.asarray(usable, dtype=bool)
+    out = np.full(len(labels), -1)
+    for i, label in enumerate(labels):
+        candidates = np.flatnonzero(usable_arr & (donor_labels_arr != label))
+        if len(candidates):
+            out[i] = int(candidates[rng.integers(len(candidates))])
+    return out
+
+
 def write_swapped(
     paths: Sequence[Path], labels: Sequence[int], relative: Sequence[str], out_dir: Path, seed: int = 0
 ) -> dict[str, int]:
     """Write every image recoloured with the stain of a seeded random image of another class, as lossless PNG
     under ``out_dir`` (same relative path, ``.png``). Returns relative output path -> donor index."""
-    rng = np.random.default_rng(seed)
     labels_arr = np.asarray(labels)
     stats: list[np.ndarray | None] = []
     images: list[np.ndarray | None] = []
@@ -96,14 +111,15 @@ def write_swapped(
             images.append(None)
             stats.append(None)
     readable = np.array([s is not None for s in stats])
+    # Unreadable images draw no donor: the same draws as when only readable images are listed.
+    chosen = other_class_donors(labels_arr[readable], labels_arr, readable, seed)
+    picks = np.full(len(images), -1)
+    picks[readable] = chosen
     donors: dict[str, int] = {}
     for i, (bgr, rel) in enumerate(zip(images, relative, strict=True)):
-        if bgr is None:
+        donor = int(picks[i])
+        if bgr is None or donor < 0:
             continue
-        candidates = np.flatnonzero(readable & (labels_arr != labels_arr[i]))
-        if not len(candidates):
-            continue
-        donor = int(candidates[rng.integers(len(candidates))])
         target = Path(out_dir) / Path(rel).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), reinhard_transfer(bgr, stats[donor]))  # type: ignore[arg-type]
@@ -118,7 +134,7 @@ def binary_metrics(rows: list[dict[str, str]], classes: Sequence[str], truth: Se
     is_all = np.array([t != benign for t in truth])
     called_all = np.array([r["status"] == "ok" and r["label"] != benign for r in rows])
     ok = np.array([r["status"] == "ok" for r in rows])
-    p_benign = np.array([_float(r.get(f"prob_{benign}", "")) for r in rows])
+    p_benign = np.array([parse_float(r.get(f"prob_{benign}", "")) for r in rows])
     auc = math.nan
     usable = ok & np.isfinite(p_benign)
     if usable.any() and len(np.unique(is_all[usable])) == 2:
@@ -131,10 +147,3 @@ def binary_metrics(rows: list[dict[str, str]], classes: Sequence[str], truth: Se
         "specificity": float((~called_all[~is_all] & ok[~is_all]).mean()) if (~is_all).any() else math.nan,
         "roc_auc": auc,
     }
-
-
-def _float(value: str | None) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan

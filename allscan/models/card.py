@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 INPUT_MODES = ("full", "masked", "cells")
-COLOUR_MODES = ("rgb", "lightness")  # kept equal to allscan.pipeline.colour.COLOUR_MODES (tested)
+COLOUR_MODES = ("rgb", "lightness")  # input.colour; applied by allscan.pipeline.colour.apply_colour
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-COLOUR_MODES = ("rgb", "lightness")
+from allscan.models.card import COLOUR_MODES  # noqa: F401 - declared once, with the card it validates
 
 LIGHTNESS_SCALE = 40.0  # z-score * 40 + 128: about +-3.2 standard deviations fit in 8 bits
 LIGHTNESS_CENTRE = 128.0

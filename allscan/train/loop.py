@@ -217,18 +217,18 @@ def swapped_views(
     """``views`` recoloured (Reinhard) with the stain of a seeded donor of another class; None if none exists."""
     from dataclasses import replace
 
+    from allscan.evaluation.shortcut import other_class_donors
     from allscan.pipeline.colour import reinhard_transfer
 
     if len(views.labels) == 0 or len(donor_stats) == 0:
         return None
-    rng = np.random.default_rng(seed)
     image_label = np.full(len(donor_stats), -1)
     image_label[donor_index] = donor_labels
+    usable = (image_label >= 0) & ~np.isnan(donor_stats[:, 0])
     images = views.images.copy()
-    for i, label in enumerate(views.labels):
-        candidates = np.flatnonzero((image_label != label) & (image_label >= 0) & ~np.isnan(donor_stats[:, 0]))
-        if len(candidates):
-            images[i] = reinhard_transfer(images[i], donor_stats[candidates[rng.integers(len(candidates))]])
+    for i, donor in enumerate(other_class_donors(views.labels, image_label, usable, seed)):
+        if donor >= 0:
+            images[i] = reinhard_transfer(images[i], donor_stats[donor])
     return replace(views, images=images)
 
 
