@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from allscan.io.tables import write_bytes_atomic
+from allscan.io.atomic import write_bytes_atomic
 
 COLORMAP = cv2.COLORMAP_VIRIDIS  # perceptually uniform, readable by colour-blind viewers
 ALPHA = 0.45  # weight of the colour map over the image

@@ -15,22 +15,36 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from allscan.io.names import escape_name, fit_name, printable
-from allscan.pipeline.segment import CELL_COLUMNS
+from allscan.io.atomic import blame
+from allscan.io.names import escape_name, printable, unescape_name
 
 TABLES_VERSION = 2  # 2: names escaped (io.names), heatmap names keep the image's extension
-FLAG_NAMES = ("no_cells", "out_of_distribution", "low_confidence")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Column names made per class or per flag (the records expand their per-class and per-flag fields with these).
+PROB = "prob_{}"
+CLASS_COUNT = "n_{}"
+MEAN_PROB = "mean_prob_{}"
+FLAG_COUNT = "n_{}"
+LIST_SEPARATOR = ";"
+
+
+class Flag(StrEnum):
+    """Why an image's call is not to be trusted (images.csv ``flags``, slides.csv ``n_<flag>``), in table order."""
+
+    NO_CELLS = "no_cells"
+    OUT_OF_DISTRIBUTION = "out_of_distribution"
+    LOW_CONFIDENCE = "low_confidence"
 
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name and kind: text, name (a file or slide name, escaped), int, prob (4 decimals), float
-    (2 decimals), score (6 digits)."""
+    """One column: its name and kind: text, name (a file or slide name, escaped), list (names joined by ';'), int,
+    prob (4 decimals), float (2 decimals), score (6 digits)."""
 
     name: str
     kind: str = "text"
@@ -49,6 +63,10 @@ def format_value(value: object, kind: str) -> str:
         return safe_text(printable(str(value)))
     if kind == "name":
         return safe_text(escape_name(str(value)))
+    if kind == "list":
+        if isinstance(value, str):  # joining a string would write its characters one by one
+            raise ValueError(f"a list cell takes a sequence of names, not the string {value!r}")
+        return safe_text(printable(LIST_SEPARATOR.join(value)))  # type: ignore[arg-type]
     if isinstance(value, float) and not math.isfinite(value):
         return ""
     if kind == "int":
@@ -62,6 +80,28 @@ def format_value(value: object, kind: str) -> str:
     raise ValueError(f"unknown column kind {kind!r}")
 
 
+def unguard(text: str) -> str:
+    """Undo :func:`safe_text`: ``'=cmd`` was written for ``=cmd`` (a text that itself began ``'=`` reads back
+    without its quote)."""
+    return text[1:] if len(text) >= 2 and text[0] == "'" and text.startswith(_FORMULA_START, 1) else text
+
+
+def parse_value(text: str, kind: str) -> object:
+    """The value a cell of this kind was written from: the inverse of :func:`format_value` (numbers as rounded
+    in the table; an empty number cell is None, an empty list ())."""
+    if kind == "text":
+        return unguard(text)
+    if kind == "name":
+        return unescape_name(unguard(text))
+    if kind == "list":
+        return tuple(unguard(text).split(LIST_SEPARATOR)) if text else ()
+    if kind not in ("int", "prob", "float", "score"):
+        raise ValueError(f"unknown column kind {kind!r}")
+    if text == "":
+        return None
+    return int(text) if kind == "int" else float(text)
+
+
 def image_columns(classes: Sequence[str]) -> tuple[Column, ...]:
     """images.csv: the contract's first columns, then extras (flags, shortcut check, sizes, provenance)."""
     return (
@@ -71,10 +111,10 @@ def image_columns(classes: Sequence[str]) -> tuple[Column, ...]:
         Column("error"),
         Column("label"),
         Column("confidence", "prob"),
-        *(Column(f"prob_{c}", "prob") for c in classes),
+        *(Column(PROB.format(c), "prob") for c in classes),
         Column("n_cells", "int"),
         Column("heatmap"),
-        Column("flags"),
+        Column("flags", "list"),
         Column("cell_focus", "prob"),
         Column("ood", "score"),
         Column("width", "int"),
@@ -85,20 +125,28 @@ def image_columns(classes: Sequence[str]) -> tuple[Column, ...]:
     )
 
 
-_CELL_KINDS = {
-    "cell_id": "int",
-    "x": "int",
-    "y": "int",
-    "width": "int",
-    "height": "int",
-    "area_px": "int",
-    "circularity": "prob",
-    "nucleus_share": "prob",
-}
+# A segmented cell's measurements (allscan.pipeline.segment.Cell's fields, in its order: tested).
+CELL_MEASURES: tuple[Column, ...] = (
+    Column("cell_id", "int"),
+    Column("x", "int"),
+    Column("y", "int"),
+    Column("width", "int"),
+    Column("height", "int"),
+    Column("area_px", "int"),
+    Column("perimeter", "float"),
+    Column("circularity", "prob"),
+    Column("equivalent_diameter", "float"),
+    Column("mean_h", "float"),
+    Column("mean_s", "float"),
+    Column("mean_v", "float"),
+    Column("nucleus_share", "prob"),
+    Column("centroid_x", "float"),
+    Column("centroid_y", "float"),
+)
 CELL_TABLE_COLUMNS: tuple[Column, ...] = (
     Column("slide", "name"),
     Column("image", "name"),
-    *(Column(name, _CELL_KINDS.get(name, "float")) for name in CELL_COLUMNS),
+    *CELL_MEASURES,
     Column("evidence", "prob"),  # the cell's share of the called class's heatmap evidence (io.heatmap)
 )
 
@@ -112,17 +160,23 @@ def slide_columns(classes: Sequence[str]) -> tuple[Column, ...]:
         Column("n_error", "int"),
         Column("label"),
         Column("all_suspected"),
-        *(Column(f"n_{c}", "int") for c in classes),
-        *(Column(f"mean_prob_{c}", "prob") for c in classes),
+        *(Column(CLASS_COUNT.format(c), "int") for c in classes),
+        *(Column(MEAN_PROB.format(c), "prob") for c in classes),
         Column("n_flagged", "int"),
-        *(Column(f"n_{f}", "int") for f in FLAG_NAMES),
+        *(Column(FLAG_COUNT.format(f), "int") for f in Flag),
         Column("evidence"),
     )
 
 
-def format_row(columns: Sequence[Column], values: dict[str, object]) -> list[str]:
-    """Values by column name -> text cells in column order (missing names give empty cells)."""
-    return [format_value(values.get(col.name), col.kind) for col in columns]
+def format_row(columns: Sequence[Column], values: Mapping[str, object]) -> list[str]:
+    """Values by column name -> text cells in column order. A name the columns lack, or a column without a
+    value (None for an empty cell), is a bug that would silently blank a column: ValueError."""
+    if len(values) != len(columns) or any(col.name not in values for col in columns):
+        names = {col.name for col in columns}
+        unknown = sorted(set(values) - names)
+        missing = [col.name for col in columns if col.name not in values]
+        raise ValueError(f"row does not fit its table: unknown {unknown or 'none'}, missing {missing or 'none'}")
+    return [format_value(values[col.name], col.kind) for col in columns]
 
 
 def csv_line(cells: Sequence[str]) -> str:
@@ -200,25 +254,3 @@ class AtomicTable:
         with contextlib.suppress(OSError):
             self.tmp.unlink(missing_ok=True)
 
-
-def blame(exc: OSError, path: Path | str) -> OSError:
-    """``exc`` naming ``path`` when it names no file (a failed write or fsync on an open handle names none)."""
-    if exc.filename is None:
-        exc.filename = os.fspath(path)
-    return exc
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Publish a small file (run.json, a heatmap PNG) by write-to-temp and rename; a failure leaves no temp."""
-    path = Path(path)
-    tmp = path.with_name(f".{fit_name(path.name)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise blame(exc, tmp) from None
-        raise

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
+from allscan.io.atomic import write_text_atomic
 from allscan.io.names import unescape_name
 from allscan.report import data as page_data
 from allscan.report import render, runinfo, thumbs
@@ -62,7 +62,7 @@ def _original(image: str, roots: list[Path]) -> tuple[int, Path | None]:
 def build(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     data = page_data.load(out_dir)
-    roots = runinfo.input_roots(data.run, out_dir)
+    roots = runinfo.input_roots(data.run)
     index, jobs = thumb_jobs(data, roots)
     made = thumbs.ensure_thumbs(job for _, _, job in jobs)
     for owner, bit, job in jobs:
@@ -70,7 +70,5 @@ def build(out_dir: Path) -> Path:
             index[owner] = replace(index[owner], bits=index[owner].bits | bit)
     page = render.render(data, index, [r.as_uri() + ("/" if r.is_dir() else "") for r in roots])
     path = out_dir / "report.html"
-    tmp = path.with_name(f".report.html.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from allscan.io.atomic import write_bytes_atomic
+
 THUMB_DIR = "report/thumbs"
 THUMB_SIZE = 96  # longest side, px
 JPEG_QUALITY = 75
@@ -75,9 +77,7 @@ def make_thumb(job: ThumbJob, size: int = THUMB_SIZE) -> bool:
     if not ok:
         return False
     job.dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.dest.with_name(f".{job.dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, job.dest)
+    write_bytes_atomic(job.dest, data.tobytes())
     return True
 
 

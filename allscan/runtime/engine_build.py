@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from allscan import __version__
+from allscan.io.atomic import write_bytes_atomic
 from allscan.models.card import sha256_file
 from allscan.models.store import StoredModel, store_root
 from allscan.runtime import cuda
@@ -179,9 +180,7 @@ class SerializedEngineFromNetwork:
             raise EngineBuildError("TensorRT failed to build the engine (its log above says why)", exit_code=1)
         if self.timing_cache is not None:
             self.timing_cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.timing_cache.with_name(self.timing_cache.name + ".tmp")
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-            os.replace(tmp, self.timing_cache)
+            write_bytes_atomic(self.timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(plan)
 
 

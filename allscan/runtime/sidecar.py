@@ -8,12 +8,12 @@ sidecar (and the plan's size and hash) *before* TensorRT sees a byte. This modul
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allscan.io.atomic import write_text_atomic
 from allscan.models.card import sha256_file
 from allscan.models.store import StoredModel
 
@@ -123,9 +123,7 @@ def read_sidecar(path: Path) -> Sidecar:
 
 def write_sidecar(sidecar: Sidecar, path: Path) -> None:
     """Atomically, so a crash never leaves half a sidecar that looks valid."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(sidecar.to_dict(), indent=2) + "\n")
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
