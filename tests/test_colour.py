@@ -21,7 +21,7 @@ from allscan.pipeline.colour import (
     normalised_lightness,
     reinhard_transfer,
 )
-from allscan.pipeline.flags import OUT_OF_DISTRIBUTION, predict
+from allscan.pipeline.flags import Flag, predict
 from allscan.pipeline.model_input import model_inputs
 from allscan.pipeline.segment import SegmentParams, segment
 
@@ -99,8 +99,8 @@ def test_colour_flag_from_raw_statistics() -> None:
     foreign = cv2.cvtColor(cv2.cvtColor(_sample(0), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)  # no stain at all
     home = predict(logits, np.array([0.2]), card, 3, colour_statistics(_sample(0)))
     away = predict(logits, np.array([0.2]), card, 3, colour_statistics(foreign))
-    assert OUT_OF_DISTRIBUTION not in home.flags
-    assert OUT_OF_DISTRIBUTION in away.flags and away.ood == pytest.approx(
+    assert Flag.OUT_OF_DISTRIBUTION not in home.flags
+    assert Flag.OUT_OF_DISTRIBUTION in away.flags and away.ood == pytest.approx(
         colour_distance(colour_statistics(foreign), gaussian)
     )
     assert home.label_index == away.label_index == 0

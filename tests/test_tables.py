@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pipeline_synth import field, write_jpeg
 
+from allscan.io.records import to_values
 from allscan.io.tables import (
     CELL_TABLE_COLUMNS,
     csv_line,
@@ -91,7 +92,7 @@ def test_slide_tally_uses_unflagged_images_and_counts_flags() -> None:
     for _ in range(3):  # three flagged Pro calls do not make the slide Pro
         tally.add("ok", 3, [0.1, 0.1, 0.1, 0.7], ("low_confidence",))
     tally.add("error", None, None, ())
-    row = tally.row()
+    row = to_values(tally.record(), CLASSES)
     assert row["label"] == "Benign" and row["all_suspected"] == "no"
     assert str(row["evidence"]).count("ALL not suspected") == 1
     assert (row["n_images"], row["n_ok"], row["n_error"], row["n_flagged"]) == (7, 6, 1, 3)
@@ -102,7 +103,7 @@ def test_slide_tally_uses_unflagged_images_and_counts_flags() -> None:
     all_flagged = SlideTally("t", CLASSES)
     for _ in range(2):
         all_flagged.add("ok", 2, [0.1, 0.1, 0.7, 0.1], ("no_cells",))
-    assert all_flagged.row()["label"] == "Pre" and all_flagged.row()["all_suspected"] == "yes"
+    assert all_flagged.record().label == "Pre" and all_flagged.record().all_suspected == "yes"
     errors_only = SlideTally("u", CLASSES)
     errors_only.add("error", None, None, ())
-    assert errors_only.row()["label"] == "" and errors_only.row()["all_suspected"] == ""
+    assert errors_only.record().label == "" and errors_only.record().all_suspected == ""

@@ -76,6 +76,7 @@ def make_tiny_store(root: Path, name: str = "tiny", size: int = 64, mode: str = 
         outputs=("logits", "cam", "ood"),
         heatmap_method="cam",
         flags=FlagThresholds(ood=1.5, low_confidence=0.4),
+        class_labels={"Pro": "Pro-B ALL"},  # the report names a class by its card's label (test_report_browser)
         training={"note": "test model built by tests/tinymodel.py; not trained"},
         onnx_sha256=sha256_file(folder / "model.onnx"),
     )

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from allscan.io.records import benign_class
+from allscan.io.tables import Flag
 from allscan.models.card import ModelCard
 from allscan.pipeline.colour import colour_distance
 
-NO_CELLS = "no_cells"
-OUT_OF_DISTRIBUTION = "out_of_distribution"
-LOW_CONFIDENCE = "low_confidence"
+__all__ = ["Flag", "Prediction", "benign_class", "predict", "softmax", "wants_heatmap"]
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -27,14 +27,6 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def benign_class(classes: tuple[str, ...]) -> str:
-    """The class that means 'no leukemia': the one named Benign (any case), else the card's first class."""
-    for name in classes:
-        if name.lower() == "benign":
-            return name
-    return classes[0]
-
-
 @dataclass(frozen=True)
 class Prediction:
     """One image's call."""
@@ -42,7 +34,7 @@ class Prediction:
     probs: np.ndarray  # [C] float64, sums to 1
     label_index: int
     ood: float | None
-    flags: tuple[str, ...]
+    flags: tuple[Flag, ...]
 
     @property
     def confidence(self) -> float:
@@ -65,17 +57,17 @@ def predict(
     if card.flags.colour is not None and colour is not None:
         distance = colour_distance(colour, card.flags.colour)
         ood_value = distance if ood_value is None else max(ood_value, distance)
-    flags = []
+    flags: list[Flag] = []
     if n_cells == 0:
-        flags.append(NO_CELLS)
+        flags.append(Flag.NO_CELLS)
     if ood_value is not None and card.flags.ood is not None and ood_value > card.flags.ood:
-        flags.append(OUT_OF_DISTRIBUTION)
+        flags.append(Flag.OUT_OF_DISTRIBUTION)
     if float(probs[label_index]) < card.flags.low_confidence:
-        flags.append(LOW_CONFIDENCE)
+        flags.append(Flag.LOW_CONFIDENCE)
     return Prediction(probs=probs, label_index=label_index, ood=ood_value, flags=tuple(flags))
 
 
-def wants_heatmap(mode: str, label: str, flags: tuple[str, ...], classes: tuple[str, ...]) -> bool:
+def wants_heatmap(mode: str, label: str, flags: tuple[Flag, ...], classes: tuple[str, ...]) -> bool:
     """``--heatmaps``: all, none, or flagged = a non-Benign call or any flag."""
     if mode == "all":
         return True

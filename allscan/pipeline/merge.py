@@ -10,10 +10,10 @@ which shard is wrong, in one line, and the output is left as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,21 +22,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from allscan.io.tables import image_columns, write_bytes_atomic
+from allscan.io.atomic import link_atomic
+from allscan.io.records import Counts, ImageRecord, RecordError, RunRecord, from_cells, read_run, write_run
+from allscan.io.records.run import to_json
 from allscan.pipeline.discover import JOURNAL_NAME
 from allscan.pipeline.journal import Journal, JournalDamaged, JournalLocked, RunLock, Stored
 from allscan.pipeline.run import RunSummary, config_key, publish_tables, report_or_warn
 from allscan.pipeline.shards import Shard
 
 # run.json entries every shard must share with the first, and how a mismatch is named to the user.
-_AGREE = (
-    ("model.id", "model"),
-    ("model.files", "model files"),
-    ("tables_version", "tables version"),
-    ("args.heatmaps", "--heatmaps"),
-    ("args.max_pixels", "--max-pixels"),
-    ("shard.n", "N"),
-    ("shard.discovered", "inputs"),
+_AGREE: tuple[tuple[Callable[[RunRecord], Any], str], ...] = (
+    (lambda r: r.model.id, "model"),
+    (lambda r: r.model.files, "model files"),
+    (lambda r: r.tables_version, "tables version"),
+    (lambda r: r.args.get("heatmaps"), "--heatmaps"),
+    (lambda r: r.args.get("max_pixels"), "--max-pixels"),
+    (lambda r: r.shard.n if r.shard else None, "N"),
+    (lambda r: r.shard.discovered if r.shard else None, "inputs"),
 )
 
 
@@ -49,29 +51,26 @@ class ShardOut:
     """One shard's ``--out``: its run.json, and (once opened under its lock) its journal."""
 
     folder: Path
-    run: dict[str, Any]
+    run: RunRecord
     journal: Journal | None = None
 
     @property
     def shard(self) -> Shard:
-        return Shard(int(self.run["shard"]["k"]), int(self.run["shard"]["n"]))
-
-
-def _get(doc: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        doc = doc.get(part) if isinstance(doc, dict) else None
-    return doc
+        assert self.run.shard is not None  # read_shard refuses a run.json without one
+        return Shard(self.run.shard.k, self.run.shard.n)
 
 
 def read_shard(folder: Path) -> ShardOut:
     """A shard's run.json, or :class:`MergeError` when the folder is not a finished shard."""
     try:
-        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        run = read_run(folder / "run.json")
     except FileNotFoundError:
         raise MergeError(f"{folder}: no run.json: not a finished allscan run; run its shard first") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise MergeError(f"{folder}: run.json unreadable: {exc}") from None
-    if not isinstance(run.get("shard"), dict):
+    except RecordError as exc:
+        raise MergeError(f"run.json unusable: {exc}") from None
+    if run.shard is None:
         raise MergeError(f"{folder} is not a shard: its run.json has no shard (made without --shard K/N)")
     return ShardOut(folder, run)
 
@@ -81,7 +80,7 @@ def check_shards(shards: list[ShardOut]) -> None:
     first = shards[0]
     for other in shards[1:]:
         for key, what in _AGREE:
-            if _get(other.run, key) != _get(first.run, key):
+            if key(other.run) != key(first.run):
                 remedy = (
                     "the INPUTs changed between the shards: rerun every shard (only new images are processed)"
                     if what == "inputs"
@@ -89,7 +88,7 @@ def check_shards(shards: list[ShardOut]) -> None:
                 )
                 raise MergeError(
                     f"shard {other.folder} was made with other {what} than {first.folder} "
-                    f"({_short(_get(other.run, key))} vs {_short(_get(first.run, key))}); {remedy}"
+                    f"({_short(key(other.run))} vs {_short(key(first.run))}); {remedy}"
                 )
     seen: dict[int, Path] = {}
     for s in shards:
@@ -117,17 +116,17 @@ def open_journals(shards: list[ShardOut], stack: ExitStack) -> None:
             stack.enter_context(RunLock(s.folder))
         except JournalLocked as exc:
             raise MergeError(f"shard {s.folder} is still running: {exc}") from None
-        key = config_key(s.run["args"]["heatmaps"], int(s.run["args"]["max_pixels"]))
+        key = config_key(s.run.args["heatmaps"], int(s.run.args["max_pixels"]))
         try:
-            s.journal = Journal.existing(s.folder, s.run["model"]["id"], key)
+            s.journal = Journal.existing(s.folder, s.run.model.id, key)
         except JournalDamaged as exc:
             raise MergeError(f"shard {s.folder}: journal unusable ({exc}); rerun the shard") from None
         stack.callback(s.journal.db.close)
         missing, listed = s.journal.count_missing(), s.journal.count_current()
-        if missing or listed != s.run["counts"]["images"]:
+        if missing or listed != s.run.counts.images:
             raise MergeError(
                 f"shard {s.folder} is unfinished: its journal lists {listed} images, {missing} without a result, "
-                f"its run.json {s.run['counts']['images']}; rerun the shard"
+                f"its run.json {s.run.counts.images}; rerun the shard"
             )
 
 
@@ -154,21 +153,14 @@ def merged_rows(shards: list[ShardOut], link: Callable[[ShardOut, Stored], None]
 
 def _heatmap_linker(out: Path, classes: tuple[str, ...]) -> Callable[[ShardOut, Stored], None]:
     """Puts each row's heatmap PNG into ``out``: a hard link where the file system allows, else a copy."""
-    column = [c.name for c in image_columns(classes)].index("heatmap")
 
     def link(shard: ShardOut, row: Stored) -> None:
-        rel = row.image_row[column]
+        rel = from_cells(ImageRecord, row.image_row, classes).heatmap
         if not rel:
             return
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(shard.folder / rel, tmp)
-        except OSError:
-            shutil.copy2(shard.folder / rel, tmp)
-        os.replace(tmp, dest)
+        link_atomic(shard.folder / rel, dest)
 
     return link
 
@@ -204,8 +196,8 @@ def merge_shards(config: MergeConfig) -> RunSummary:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     first = shards[0].run
-    classes = tuple(first["model"]["classes"])
-    summary = RunSummary(out_dir=out, model_id=first["model"]["id"], backend="", backend_reason="", precision="")
+    classes = first.model.classes
+    summary = RunSummary(out_dir=out, model_id=first.model.id, backend="", backend_reason="", precision="")
     with ExitStack() as stack:
         try:
             stack.enter_context(RunLock(out))
@@ -213,11 +205,9 @@ def merge_shards(config: MergeConfig) -> RunSummary:
             raise MergeError(str(exc)) from None
         open_journals(shards, stack)
         listed = sum(s.journal.count_current() for s in shards if s.journal)
-        if listed != first["shard"]["discovered"]["images"]:
-            raise MergeError(
-                f"the shards hold {listed} images, their discovery {first['shard']['discovered']['images']}; "
-                "rerun the shards"
-            )
+        discovered = first.shard.discovered["images"] if first.shard else None
+        if listed != discovered:
+            raise MergeError(f"the shards hold {listed} images, their discovery {discovered}; rerun the shards")
         publish_tables(out, classes, merged_rows(shards, _heatmap_linker(out, classes)), summary)
         _write_merged_run_json(out, shards, summary, started, time.perf_counter() - t0)
     log(f"merged {len(shards)} shards: {summary.n_images} images in {summary.n_slides} slides")
@@ -234,53 +224,54 @@ def _write_merged_run_json(
     first = runs[0]
     timings: dict[str, float] = {}
     for run in runs:
-        for stage, seconds in run.get("timings_s", {}).items():
+        for stage, seconds in run.timings_s.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
-    processed = sum(r["counts"]["processed"] for r in runs)
-    wall = max(r["wall_s"] for r in runs) + merge_s  # shards run side by side, then the merge
-    backends = sorted({r["backend"] for r in runs} - {"none"}) or ["none"]
-    precisions = sorted({r["precision"] for r in runs} - {""})
-    doc = {
-        "tables_version": first["tables_version"],
-        "started": min(r["started"] for r in runs),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": first["versions"],
-        "model": first["model"],
-        "backend": ",".join(backends),
-        "backend_reason": f"merged from {len(runs)} shards ({started.isoformat(timespec='seconds')})",
-        "precision": ",".join(precisions),
-        "args": {**first["args"], "out": str(out), "shard": None},
-        "workers_used": max(r["workers_used"] for r in runs),
-        "counts": {
-            "images": summary.n_images,
-            "ok": summary.n_ok,
-            "error": summary.n_error,
-            "processed": processed,
-            "reused": summary.n_images - processed,
-            "flagged": summary.n_flagged,
-            "slides": summary.n_slides,
-            "per_class": summary.per_class,
-        },
-        "timings_s": timings,
-        "wall_s": round(wall, 4),
-        "images_per_s": round(processed / wall, 3) if wall > 0 else 0.0,
-        "exit_code": summary.exit_code,
-        "warnings": [f"shard {s.shard}: {w}" for s in shards for w in s.run.get("warnings", [])],
-        "shards": [_shard_entry(s) for s in shards],
-    }
+    processed = sum(r.counts.processed for r in runs)
+    wall = max(r.wall_s for r in runs) + merge_s  # shards run side by side, then the merge
+    backends = sorted({r.backend for r in runs} - {"none"}) or ["none"]
+    precisions = sorted({r.precision for r in runs} - {""})
+    record = dataclasses.replace(
+        first,
+        started=min(r.started for r in runs),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        backend=",".join(backends),
+        backend_reason=f"merged from {len(runs)} shards ({started.isoformat(timespec='seconds')})",
+        precision=",".join(precisions),
+        args={**first.args, "out": str(out), "shard": None},
+        workers_used=max(r.workers_used for r in runs),
+        counts=Counts(
+            images=summary.n_images,
+            ok=summary.n_ok,
+            error=summary.n_error,
+            processed=processed,
+            reused=summary.n_images - processed,
+            flagged=summary.n_flagged,
+            slides=summary.n_slides,
+            per_class=summary.per_class,
+        ),
+        timings_s=timings,
+        wall_s=round(wall, 4),
+        images_per_s=round(processed / wall, 3) if wall > 0 else 0.0,
+        exit_code=summary.exit_code,
+        warnings=tuple(f"shard {s.shard}: {w}" for s in shards for w in s.run.warnings),
+        produced_by=None,
+        shard=None,
+        shards=tuple(_shard_entry(s) for s in shards),
+    )
     summary.n_processed, summary.n_reused, summary.wall_s = processed, summary.n_images - processed, wall
-    summary.warnings = list(doc["warnings"])
-    write_bytes_atomic(out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    summary.warnings = list(record.warnings)
+    write_run(out / "run.json", record)
 
 
 def _shard_entry(s: ShardOut) -> dict[str, Any]:
+    doc = to_json(s.run)
     keys = ("started", "finished", "versions", "backend", "precision", "counts", "timings_s", "wall_s")
     return {
         "shard": str(s.shard),
         "out": str(s.folder),
-        **{k: s.run.get(k) for k in keys},
-        "images_per_s": s.run.get("images_per_s"),
-        "exit_code": s.run.get("exit_code"),
+        **{k: doc[k] for k in keys},
+        "images_per_s": s.run.images_per_s,
+        "exit_code": s.run.exit_code,
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable
 from contextlib import closing
@@ -23,24 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from allscan import __version__
 from allscan.io.heatmap import cell_evidence, class_map, render, strongest_cells, write_png
 from allscan.io.heatmap import cell_focus as focus_share
 from allscan.io.images import DEFAULT_MAX_PIXELS
 from allscan.io.names import heatmap_relpath
-from allscan.io.tables import (
-    CELL_TABLE_COLUMNS,
-    TABLES_VERSION,
-    AtomicTable,
-    format_row,
-    image_columns,
-    slide_columns,
-    write_bytes_atomic,
-)
-from allscan.models.card import ModelCard, sha256_file
+from allscan.io.records import CellRecord, ImageRecord, to_cells, write_run
+from allscan.io.records.run import to_json
+from allscan.io.tables import CELL_TABLE_COLUMNS, TABLES_VERSION, AtomicTable, image_columns, slide_columns
+from allscan.models.card import ModelCard
 from allscan.models.conformance import check_model
 from allscan.models.store import DEFAULT_MODEL, ModelStoreError, StoredModel, load_model
 from allscan.pipeline.batching import Batcher
@@ -48,6 +39,7 @@ from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
 from allscan.pipeline.faults import storage_fault
 from allscan.pipeline.flags import predict, wants_heatmap
 from allscan.pipeline.journal import Journal, JournalLocked, RunLock, Stored
+from allscan.pipeline.run_record import producer_record, run_record, stored_producer
 from allscan.pipeline.segment import CELL_COLUMNS, Cell
 from allscan.pipeline.shards import Shard
 from allscan.pipeline.slides import SlideTally
@@ -195,9 +187,10 @@ def _validate(config: RunConfig) -> None:
         raise RunError(str(exc)) from None
 
 
-def _cell_values(cell: Cell) -> dict[str, object]:
-    """A cell's measurements by column name (a shallow read: dataclasses.asdict deep-copies, far slower)."""
-    return {name: getattr(cell, name) for name in CELL_COLUMNS}
+def cell_record(slide: str, image: str, cell: Cell, evidence: float) -> CellRecord:
+    """A segmented cell as its cells.csv record (a shallow read: dataclasses.asdict deep-copies, far slower)."""
+    measures = {name: getattr(cell, name) for name in CELL_COLUMNS}
+    return CellRecord(slide=slide, image=image, **measures, evidence=evidence)
 
 
 class _Finisher:
@@ -208,27 +201,26 @@ class _Finisher:
         self.out_dir = out_dir
         self.heatmaps = heatmaps
         self.journal = journal
-        self.columns = image_columns(card.classes)
         self.timings = dict.fromkeys(STAGES, 0.0)
 
     def error(self, item: Prepared) -> None:
         found = item.found
         t0 = time.perf_counter()
-        values = {
-            "slide": found.slide,
-            "image": found.image,
-            "status": "error",
-            "error": item.error,
-            "model_id": self.card.model_id,
-            "notes": ";".join(item.notes),
-        }
+        record = ImageRecord(
+            slide=found.slide,
+            image=found.image,
+            status="error",
+            error=item.error,
+            model_id=self.card.model_id,
+            notes=";".join(item.notes),
+        )
         self.journal.put(
             found,
             status="error",
             label_index=None,
             probs=None,
             flags=(),
-            image_row=format_row(self.columns, values),
+            image_row=to_cells(record, self.card.classes),
             cell_rows=[],
             retry=bool(found.error) or item.error.startswith(_TRANSIENT),
         )
@@ -255,30 +247,26 @@ class _Finisher:
             png.unlink(missing_ok=True)  # a PNG left by an earlier run with another --heatmaps
         t1 = time.perf_counter()
         self.timings["heatmap"] += t1 - t0
-        values: dict[str, object] = {
-            "slide": found.slide,
-            "image": found.image,
-            "status": "ok",
-            "error": "",
-            "label": label,
-            "confidence": pred.confidence,
-            "n_cells": len(item.cells),
-            "heatmap": heatmap_rel,
-            "flags": ";".join(pred.flags),
-            "cell_focus": focus,
-            "ood": pred.ood,
-            "width": item.width,
-            "height": item.height,
-            "cell_area_fraction": item.area_fraction,
-            "model_id": card.model_id,
-            "notes": ";".join(item.notes),
-        }
-        values.update({f"prob_{c}": float(p) for c, p in zip(card.classes, pred.probs, strict=True)})
+        record = ImageRecord(
+            slide=found.slide,
+            image=found.image,
+            status="ok",
+            label=label,
+            confidence=pred.confidence,
+            probs=tuple(float(p) for p in pred.probs),
+            n_cells=len(item.cells),
+            heatmap=heatmap_rel,
+            flags=pred.flags,
+            cell_focus=focus,
+            ood=pred.ood,
+            width=item.width,
+            height=item.height,
+            cell_area_fraction=item.area_fraction,
+            model_id=card.model_id,
+            notes=";".join(item.notes),
+        )
         cell_rows = [
-            format_row(
-                CELL_TABLE_COLUMNS,
-                {"slide": found.slide, "image": found.image, **_cell_values(c), "evidence": float(e)},
-            )
+            to_cells(cell_record(found.slide, found.image, c, float(e)), ())
             for c, e in zip(item.cells, evidence, strict=True)
         ]
         self.journal.put(
@@ -287,7 +275,7 @@ class _Finisher:
             label_index=pred.label_index,
             probs=[float(p) for p in pred.probs],
             flags=pred.flags,
-            image_row=format_row(self.columns, values),
+            image_row=to_cells(record, card.classes),
             cell_rows=cell_rows,
         )
         self.timings["write"] += time.perf_counter() - t1
@@ -430,7 +418,7 @@ def publish_tables(out: Path, classes: tuple[str, ...], rows: Iterable[Stored], 
                 summary.n_error += 1
         slides = AtomicTable(out / "slides.csv", slide_columns(classes))
         tables.append(slides)
-        slides.write_rows(format_row(slides.columns, t.row()) for t in tallies.values())
+        slides.write_rows(to_cells(t.record(), classes) for t in tallies.values())
         for table in tables:
             table.publish()
     except BaseException:
@@ -439,92 +427,6 @@ def publish_tables(out: Path, classes: tuple[str, ...], rows: Iterable[Stored], 
         raise
     summary.per_class = per_class
     summary.n_slides = len(tallies)
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-
-    return {
-        "allscan": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def producer_record(model: StoredModel, summary: RunSummary, started: datetime) -> dict[str, object]:
-    """What run.json's ``produced_by`` says of a run that processed images: enough to know how rows were made."""
-    card = model.card
-    return {
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "model": {"name": card.name, "id": card.model_id, "architecture": card.architecture},
-        "backend": summary.backend,
-        "backend_reason": summary.backend_reason,
-        "precision": summary.precision,
-        "workers_used": summary.workers_used,
-        "processed": summary.n_processed,
-        "wall_s": round(summary.wall_s, 4),
-        "images_per_s": round(summary.images_per_s, 3),
-    }
-
-
-def _write_run_json(
-    config: RunConfig,
-    model: StoredModel,
-    summary: RunSummary,
-    started: datetime,
-    exit_code: int,
-    produced_by: dict[str, object] | None = None,
-) -> None:
-    card = model.card
-    onnx_sha = card.onnx_sha256 or sha256_file(model.onnx_path)  # load_model verified the card's hash
-    doc = {
-        "tables_version": TABLES_VERSION,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "model": {
-            "name": card.name,
-            "id": card.model_id,
-            "architecture": card.architecture,
-            "classes": list(card.classes),
-            "input_mode": card.input.mode,
-            "heatmap_method": card.heatmap_method,
-            "files": {
-                card.onnx_file: onnx_sha,
-                "card.json": sha256_file(model.folder / "card.json"),
-            },
-        },
-        "backend": summary.backend,
-        "backend_reason": summary.backend_reason,
-        "precision": summary.precision,
-        "args": config.args(),
-        "workers_used": summary.workers_used,
-        "counts": {
-            "images": summary.n_images,
-            "ok": summary.n_ok,
-            "error": summary.n_error,
-            "processed": summary.n_processed,
-            "reused": summary.n_reused,
-            "flagged": summary.n_flagged,
-            "slides": summary.n_slides,
-            "per_class": summary.per_class,
-        },
-        "timings_s": {k: round(v, 4) for k, v in summary.timings.items()},
-        "wall_s": round(summary.wall_s, 4),
-        "images_per_s": round(summary.images_per_s, 3),
-        "exit_code": exit_code,
-        "warnings": summary.warnings,
-    }
-    if produced_by:
-        doc["produced_by"] = produced_by  # the last run that made rows; the keys above are this run's own
-    if config.shard:
-        doc["shard"] = {"k": config.shard.k, "n": config.shard.n, "discovered": summary.discovered}
-    write_bytes_atomic(config.out / "run.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def run_batch(config: RunConfig) -> RunSummary:
@@ -594,8 +496,9 @@ def run_batch(config: RunConfig) -> RunSummary:
         summary.timings = timings
         summary.images_per_s = summary.n_processed / summary.wall_s if summary.wall_s > 0 else 0.0
         if summary.n_processed:
-            journal.set_producer(producer_record(model, summary, started))
-        _write_run_json(config, model, summary, started, summary.exit_code, journal.producer())
+            journal.set_producer(to_json(producer_record(model, summary, started)))
+        record = run_record(config, model, summary, started, stored_producer(journal.producer()))
+        write_run(config.out / "run.json", record)
     finally:
         journal.close()
         lock.release()

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from allscan.io.tables import FLAG_NAMES
-from allscan.pipeline.flags import benign_class
+from allscan.io.records import SlideRecord, benign_class
+from allscan.io.tables import Flag
 
 MIN_IMAGES = 2
 MIN_SHARE = 0.20
@@ -88,7 +88,7 @@ class SlideTally:
         self.n_error = 0
         self.all_ok = _Counts(len(classes))
         self.unflagged = _Counts(len(classes))
-        self.flag_counts = dict.fromkeys(FLAG_NAMES, 0)
+        self.flag_counts = dict.fromkeys(Flag, 0)
         self.n_flagged = 0
 
     def add(self, status: str, label_index: int | None, probs: Sequence[float] | None, flags: Sequence[str]) -> None:
@@ -100,8 +100,7 @@ class SlideTally:
         if flags:
             self.n_flagged += 1
             for flag in flags:
-                if flag in self.flag_counts:
-                    self.flag_counts[flag] += 1
+                self.flag_counts[Flag(flag)] += 1  # the journal keeps flags as text
         else:
             self.unflagged.add(label_index, probs)
 
@@ -120,21 +119,18 @@ class SlideTally:
         counts = ", ".join(f"{c} {k}" for c, k in zip(self.classes, basis.counts, strict=True))
         return label, f"basis {name}: {counts}; {reason}"
 
-    def row(self) -> dict[str, object]:
+    def record(self) -> SlideRecord:
         label, evidence = self.label()
-        row: dict[str, object] = {
-            "slide": self.slide,
-            "n_images": self.n_images,
-            "n_ok": self.all_ok.n,
-            "n_error": self.n_error,
-            "label": label,
-            "all_suspected": all_suspected(label, self.classes),
-            "n_flagged": self.n_flagged,
-            "evidence": evidence,
-        }
-        for i, c in enumerate(self.classes):
-            row[f"n_{c}"] = self.all_ok.counts[i]
-            row[f"mean_prob_{c}"] = self.all_ok.mean(i)
-        for flag, k in self.flag_counts.items():
-            row[f"n_{flag}"] = k
-        return row
+        return SlideRecord(
+            slide=self.slide,
+            n_images=self.n_images,
+            n_ok=self.all_ok.n,
+            n_error=self.n_error,
+            label=label,
+            all_suspected=all_suspected(label, self.classes),
+            counts=tuple(self.all_ok.counts),
+            mean_probs=tuple(self.all_ok.mean(i) for i in range(len(self.classes))),
+            n_flagged=self.n_flagged,
+            flag_counts=tuple(self.flag_counts[f] for f in Flag),
+            evidence=evidence,
+        )
