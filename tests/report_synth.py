@@ -1,89 +1,89 @@
-"""Synthetic out dirs for the report's tests and measurements: tables shaped like `allscan run`'s output.
+"""Synthetic out dirs for the report's tests and measurements: tables written as `allscan run` writes them.
 
+The rows are the pipeline's records, the slides are tallied by the pipeline's slide rule and everything is
+published by its own writers, so the report is tested against the contract, not a copy of it.
 `python tests/report_synth.py OUT [N]` writes an out dir over the shared dataset's images (N of them, default
 all), split into patient-sized slides, with heatmaps, for measuring the page.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import sys
 from pathlib import Path
 
+from allscan.io.records import Counts, ImageRecord, ModelRecord, RunFlags, RunRecord, to_cells, write_run
+from allscan.io.tables import CELL_TABLE_COLUMNS, AtomicTable, image_columns, slide_columns
+from allscan.pipeline.slides import SlideTally
+
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 DATASET = Path("/work/shared/datasets/all-pbs")
-IMAGE_COLUMNS = [
-    "slide", "image", "status", "error", "label", "confidence", *[f"prob_{c}" for c in CLASSES], "n_cells",
-    "heatmap", "flags", "cell_focus", "ood", "width", "height", "cell_area_fraction", "model_id", "notes",
-]  # fmt: skip
+MODEL_ID = "tiny@0123456789ab"
 
 
-def guard(value: str) -> str:
-    """What the pipeline's CSV writer does to a cell a spreadsheet would execute."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
-
-
-def image_row(slide: str, image: str, label: str = "", probs: tuple[float, ...] = (), **extra: object) -> dict:
+def image_row(slide: str, image: str, label: str = "", probs: tuple[float, ...] = (), **extra: object) -> ImageRecord:
+    """An images.csv record; ``flags`` may be given as the table's ';'-joined text."""
     status = str(extra.pop("status", "ok"))
-    row = {c: "" for c in IMAGE_COLUMNS}
-    row.update(slide=slide, image=image, status=status, model_id="tiny@0123456789ab", width=224, height=224)
+    flags = str(extra.pop("flags", "") or "")
+    values: dict[str, object] = dict(model_id=MODEL_ID, width=224, height=224)
     if status == "ok":
         probs = probs or tuple(0.85 if c == label else 0.05 for c in CLASSES)
-        row.update(label=label, confidence=f"{max(probs):.4f}", n_cells=1)
-        row.update({f"prob_{c}": f"{p:.4f}" for c, p in zip(CLASSES, probs, strict=True)})
-    row.update({k: v for k, v in extra.items()})
-    return row
+        values.update(label=label, confidence=max(probs), probs=probs, n_cells=1)
+    values.update(extra)
+    return ImageRecord(slide, image, status, flags=tuple(filter(None, flags.split(";"))), **values)  # type: ignore[arg-type]
 
 
-def write_tables(out: Path, rows: list[dict], run: dict | None = None, slide_labels: dict | None = None) -> Path:
-    """images.csv, slides.csv (label and evidence per slide), run.json; guarded like the pipeline's writer."""
+def write_tables(out: Path, rows: list[ImageRecord], run: RunRecord | None = None) -> Path:
+    """images.csv, cells.csv (empty), slides.csv and run.json, by the pipeline's writers and slide rule."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "images.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(IMAGE_COLUMNS)
-        for row in rows:
-            w.writerow([guard(str(row.get(c, ""))) for c in IMAGE_COLUMNS])
-    slides: dict[str, list[dict]] = {}
+    tallies: dict[str, SlideTally] = {}
     for row in rows:
-        slides.setdefault(row["slide"], []).append(row)
-    with (out / "slides.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        head = ["slide", "n_images", "n_ok", "n_error", "label", "all_suspected", *[f"n_{c}" for c in CLASSES]]
-        w.writerow([*head, "evidence"])
-        for name, items in slides.items():
-            ok = [r for r in items if r["status"] == "ok"]
-            counts = [sum(1 for r in ok if r["label"] == c) for c in CLASSES]
-            label = (slide_labels or {}).get(name) or (CLASSES[counts.index(max(counts))] if ok else "")
-            evidence = f"{max(counts) if ok else 0} of {len(ok)} judged images called {label}"
-            suspected = "" if not label else "no" if label == CLASSES[0] else "yes"
-            cells = [guard(name), len(items), len(ok), len(items) - len(ok), label, suspected, *counts]
-            w.writerow([*cells, guard(evidence)])
-    run = run if run is not None else default_run()
-    (out / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+        index = CLASSES.index(row.label) if row.ok else None
+        tallies.setdefault(row.slide, SlideTally(row.slide, CLASSES)).add(row.status, index, row.probs, row.flags)
+    tables = [
+        AtomicTable(out / "images.csv", image_columns(CLASSES)),
+        AtomicTable(out / "cells.csv", CELL_TABLE_COLUMNS),
+        AtomicTable(out / "slides.csv", slide_columns(CLASSES)),
+    ]
+    tables[0].write_rows(to_cells(row, CLASSES) for row in rows)
+    tables[2].write_rows(to_cells(t.record(), CLASSES) for t in tallies.values())
+    for table in tables:
+        table.publish()
+    write_run(out / "run.json", run if run is not None else default_run())
     return out
 
 
-def default_run(inputs: list[str] | None = None) -> dict:
-    return {
-        "versions": {"allscan": "0.1.0", "onnxruntime": "1.20.0", "opencv": "5.0.0", "python": "3.11.7"},
-        "model": {
-            "name": "tiny",
-            "id": "tiny@0123456789ab",
-            "architecture": "tiny-cam",
-            "class_labels": {},
-            "metrics": {
-                "blocked_split": {"accuracy": 0.912, "macro_f1": 0.9},
-                "random_split": {"accuracy": 0.99},
-            },
-        },
-        "backend": "onnxruntime",
-        "precision": "fp32",
-        "args": {"inputs": inputs or []},
-        "duration_s": 83.2,
-        "images_per_s": 34.4,
-    }
+def default_run(inputs: list[str] | None = None) -> RunRecord:
+    model = ModelRecord(
+        name="tiny",
+        id=MODEL_ID,
+        architecture="tiny-cam",
+        classes=CLASSES,
+        input_mode="full",
+        heatmap_method="cam",
+        files={"model.onnx": "0123456789ab" * 5},
+        flags=RunFlags(low_confidence=0.6, ood=1.5),
+    )
+    counts = Counts(images=0, ok=0, error=0, processed=0, reused=0, flagged=0, slides=0, per_class={})
+    return RunRecord(
+        tables_version=2,
+        started="2026-01-01T00:00:00+00:00",
+        finished="2026-01-01T00:01:23+00:00",
+        versions={"allscan": "0.1.0", "onnxruntime": "1.20.0", "opencv": "5.0.0", "python": "3.11.7"},
+        model=model,
+        backend="onnxruntime",
+        backend_reason="onnxruntime: no CUDA GPU found",
+        precision="fp32",
+        args={"inputs": inputs or []},
+        input_roots=tuple(inputs or ()),
+        workers_used=0,
+        counts=counts,
+        timings_s={},
+        wall_s=83.2,
+        images_per_s=34.4,
+        exit_code=0,
+        warnings=(),
+    )
 
 
 def dataset_out_dir(out: Path, n: int | None = None, per_slide: int = 32, seed: int = 0) -> Path:

@@ -12,8 +12,10 @@ from report_synth import default_run, image_row, write_tables
 from typer.testing import CliRunner
 
 from allscan.cli import app
+from allscan.io.records import RecordError
+from allscan.io.tables import unguard
 from allscan.report import write_report
-from allscan.report.data import evidence_score, load, unguard
+from allscan.report.data import evidence_score, load
 
 SCRIPT_SLIDE = "<script>alert(1)</script>"
 HYPERLINK = '=HYPERLINK("http://evil.example","click")'
@@ -28,6 +30,8 @@ def _rows() -> list[dict]:
         image_row("B_pro", "B_pro/b3.jpg", status="error", error="cannot decode image"),
         image_row(SCRIPT_SLIDE, f"{SCRIPT_SLIDE}/s0.jpg", "Early"),
         image_row(SCRIPT_SLIDE, f"{SCRIPT_SLIDE}/s1.jpg", "Early", flags="out_of_distribution;no_cells"),
+        image_row(SCRIPT_SLIDE, f"{SCRIPT_SLIDE}/s2.jpg", "Early"),
+        image_row(SCRIPT_SLIDE, f"{SCRIPT_SLIDE}/s3.jpg", "Benign"),
         image_row("C", f"{HYPERLINK}.jpg", "Benign", (0.7, 0.1, 0.1, 0.1), flags="low_confidence"),
     ]
 
@@ -47,14 +51,14 @@ def test_unguard_restores_the_original_text() -> None:
 def test_page_counts(out_dir: Path) -> None:
     data = load(out_dir)
     assert data.classes == ("Benign", "Early", "Pre", "Pro")
-    assert (data.n_images, data.n_ok, data.n_error, data.n_flagged) == (10, 9, 1, 3)
+    assert (data.n_images, data.n_ok, data.n_error, data.n_flagged) == (12, 11, 1, 3)
     slides = {s.name: s for s in data.slides}
     b = slides["B_pro"]
     assert (b.n_images, b.n_ok, b.n_error, b.n_flagged) == (4, 3, 1, 1)
     assert b.counts == {"Benign": 0, "Early": 0, "Pre": 0, "Pro": 3}
-    assert b.mean_probs["Pro"] == pytest.approx((0.85 + 0.85 + 0.45) / 3)
+    assert b.mean_probs["Pro"] == pytest.approx((0.85 + 0.85 + 0.45) / 3, abs=5e-5)  # slides.csv's 4 decimals
     assert slides[SCRIPT_SLIDE].flag_counts == {"out_of_distribution": 1, "no_cells": 1}
-    assert data.label_counts() == {"Benign": (3, 1), "Early": (1, 1), "Pre": (0, 0), "Pro": (2, 1)}
+    assert data.label_counts() == {"Benign": (4, 1), "Early": (2, 1), "Pre": (0, 0), "Pro": (2, 1)}
     assert data.flag_names == ("no_cells", "out_of_distribution", "low_confidence")
     # The review queue: flagged and failed images only, in slide order, failures first within a slide.
     assert [(im.slide, im.image) for im in data.review] == [
@@ -67,7 +71,7 @@ def test_page_counts(out_dir: Path) -> None:
 
 def test_slides_sorted_by_evidence_of_leukemia(out_dir: Path) -> None:
     data = load(out_dir)
-    # Leukemic labels first, by their share of unflagged leukemic calls (2 of 3 beats 1 of 2); then the benign
+    # Leukemic labels first, by their share of unflagged leukemic calls (2 of 3 beats 2 of 4); then the benign
     # slides, by mean leukemic probability.
     assert [s.name for s in data.slides] == ["B_pro", SCRIPT_SLIDE, "C", "A_benign"]
     a, c = data.slides[3], data.slides[2]
@@ -84,12 +88,48 @@ def test_slide_table_says_all_suspected_before_the_subtype(out_dir: Path) -> Non
     assert html.count("ALL not suspected<br>") == 2
 
 
-def test_slide_label_falls_back_to_the_images_without_slides_csv(out_dir: Path) -> None:
-    (out_dir / "slides.csv").unlink()
-    (out_dir / "run.json").unlink()
+def test_slides_come_from_slides_csv_not_a_rule_of_the_report(out_dir: Path) -> None:
     data = load(out_dir)
-    assert {s.name: s.label for s in data.slides}["B_pro"] == "Pro"
+    slides = {s.name: s for s in data.slides}
+    # The pipeline's rule: B_pro's basis is its 2 unflagged Pro calls; its evidence says so.
+    assert slides["B_pro"].label == "Pro"
+    assert "basis 2 unflagged ok images, 1 flagged left out" in slides["B_pro"].evidence
+    (out_dir / "run.json").unlink()
+    assert load(out_dir).classes == data.classes  # without run.json the classes are images.csv's
     assert write_report(out_dir).is_file()
+    (out_dir / "slides.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="no slides.csv"):
+        load(out_dir)
+
+
+def test_a_table_that_is_not_the_contract_is_refused_in_one_line(out_dir: Path, tmp_path: Path) -> None:
+    text = (out_dir / "images.csv").read_text(encoding="utf-8")
+    (out_dir / "images.csv").write_text(text.replace(",notes\n", ",note\n", 1), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"images.csv: not the contract's columns \(missing \['notes'\]"):
+        load(out_dir)
+    result = CliRunner().invoke(app, ["report", str(out_dir)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_report_reads_run_json_by_its_keys_and_the_card(out_dir: Path) -> None:
+    page = write_report(out_dir).read_text(encoding="utf-8")
+    assert "1 min 23 s" in page and "low confidence below 0.6; unlike training data above 1.5" in page
+    run = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+    run["duration_s"] = run.pop("wall_s")  # an alias is not guessed: the unknown key is refused, and named
+    (out_dir / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"run.json: unknown key 'duration_s'"):
+        load(out_dir)
+    del run["duration_s"]
+    (out_dir / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"run.json: key 'wall_s' is missing"):
+        load(out_dir)
+    run["wall_s"] = 83.2
+    for key in ("class_labels", "flags"):  # a run.json from before these keys still reads
+        run["model"].pop(key)
+    run.pop("input_roots")
+    (out_dir / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    data = load(out_dir)
+    assert data.run is not None and data.run.model.flags is None and data.class_labels == {}
 
 
 def test_hostile_names_are_escaped_and_unguarded(out_dir: Path) -> None:

@@ -17,6 +17,11 @@ def report(
     if not (out_dir / "images.csv").is_file():
         typer.echo(f"allscan report: no images.csv in {out_dir}; is it an 'allscan run' output folder?", err=True)
         raise typer.Exit(2)
+    from allscan.io.records import RecordError
     from allscan.report import write_report
 
-    typer.echo(str(write_report(out_dir)))
+    try:
+        typer.echo(str(write_report(out_dir)))
+    except (RecordError, FileNotFoundError) as exc:  # a table missing or not the contract's: one line, no trace
+        typer.echo(f"allscan report: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -107,7 +107,7 @@ def _label_index(image: ImageRow, data: ReportData) -> int:
 
 def summary_section(data: ReportData) -> str:
     run = data.run
-    facts = runinfo.facts(run)
+    facts = runinfo.facts(run, runinfo.thresholds(run, data.card)) if run else []
     facts += [
         ("Images", f"{data.n_images:,} in {len(data.slides):,} slides"),
         ("Judged", f"{data.n_ok:,}"),
@@ -116,11 +116,11 @@ def summary_section(data: ReportData) -> str:
     ]
     dl = "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in facts)
     extra = []
-    metrics = runinfo.metrics(run)
+    metrics = runinfo.metrics(data.card)
     if metrics:
         rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in metrics)
         extra.append(f"<details><summary>Model card metrics</summary><table class=kv>{rows}</table></details>")
-    versions = runinfo.versions(run)
+    versions = runinfo.versions(run) if run else []
     if versions:
         rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in versions)
         extra.append(f"<details><summary>Versions</summary><table class=kv>{rows}</table></details>")
@@ -138,7 +138,7 @@ def summary_section(data: ReportData) -> str:
             "</details>"
         )
     if run:
-        rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in runinfo.flatten(run))
+        rows = "".join(f"<tr><th scope=row>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in runinfo.everything(run))
         extra.append(f"<details><summary>Everything in run.json</summary><table class=kv>{rows}</table></details>")
     else:
         extra.append("<p>No run.json was found; the facts above come from the tables alone.</p>")
