@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from allscan.cli import app
 from allscan.evaluation.shortcut import binary_metrics, colour_features
+from allscan.io.records import ImageRecord
 
 pytest.importorskip("sklearn")
 
@@ -95,13 +96,10 @@ def test_colour_features_see_only_colour() -> None:
 
 def test_binary_metrics_counts_errors_as_missed() -> None:
     classes = ("Benign", "Early", "Pro")
-    rows = [
-        {"status": "ok", "label": "Pro", "prob_Benign": "0.1"},
-        {"status": "ok", "label": "Early", "prob_Benign": "0.3"},
-        {"status": "error", "label": "", "prob_Benign": ""},
-        {"status": "ok", "label": "Benign", "prob_Benign": "0.9"},
-        {"status": "ok", "label": "Early", "prob_Benign": "0.4"},
-    ]
+    def ok(label: str, benign: float) -> ImageRecord:
+        return ImageRecord("s", f"{label}.jpg", "ok", label=label, probs=(benign, 1 - benign, 0.0))
+
+    rows = [ok("Pro", 0.1), ok("Early", 0.3), ImageRecord("s", "x.jpg", "error"), ok("Benign", 0.9), ok("Early", 0.4)]
     truth = ["Pro", "Early", "Pro", "Benign", "Benign"]
     b = binary_metrics(rows, classes, truth, "Benign")
     assert b["n_all"] == 3 and b["n_benign"] == 2

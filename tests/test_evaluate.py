@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from allscan.cli import app
 from allscan.evaluation.metrics import classification_metrics, foreign_metrics
 from allscan.evaluation.segmentation import evaluate_segmentation, iou, match
+from allscan.io.records import Flag, ImageRecord
 
 pytest.importorskip("sklearn")
 
@@ -77,16 +78,9 @@ def test_evaluate_rejects_unknown_class_folder(tiny_store: Path, labelled: Path,
 
 def test_metrics_count_errors_as_wrong() -> None:
     rows = [
-        {"status": "ok", "label": "A", "prob_A": "0.9", "prob_B": "0.1", "flags": "", "cell_focus": "0.8"},
-        {"status": "error", "label": "", "prob_A": "", "prob_B": "", "flags": "", "cell_focus": ""},
-        {
-            "status": "ok",
-            "label": "B",
-            "prob_A": "0.3",
-            "prob_B": "0.7",
-            "flags": "low_confidence",
-            "cell_focus": "",
-        },
+        ImageRecord("s", "a.jpg", "ok", label="A", probs=(0.9, 0.1), cell_focus=0.8),
+        ImageRecord("s", "b.jpg", "error", error="cannot decode image"),
+        ImageRecord("s", "c.jpg", "ok", label="B", probs=(0.3, 0.7), flags=(Flag.LOW_CONFIDENCE,)),
     ]
     m = classification_metrics(rows, ("A", "B"), ["A", "A", "B"])
     assert m["accuracy"] == pytest.approx(2 / 3)

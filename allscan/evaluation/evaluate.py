@@ -7,7 +7,6 @@ model's ``split.json`` (symlinked into a scratch folder).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allscan.evaluation.shortcut import binary_metrics, colour_baseline, write_swapped
+from allscan.io.records import ImageRecord, benign_class, read_records
 from allscan.models.store import load_model
-from allscan.pipeline.flags import benign_class
 from allscan.pipeline.run import RunConfig, run_batch
 
 
@@ -36,9 +35,9 @@ class EvaluateConfig:
     swap_seed: int = 0
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+def _read_rows(path: Path, classes: tuple[str, ...]) -> list[ImageRecord]:
+    """A run's images.csv as records; each row's truth is its slide (a class folder)."""
+    return list(read_records(path, ImageRecord, classes))
 
 
 def _split_view(config: EvaluateConfig, folder: Path, scratch: Path) -> Path:
@@ -87,7 +86,7 @@ def _audit(config, model, data: Path, rows, truth, plain: dict, common: dict, ou
 
     classes = model.card.classes
     index = {c: i for i, c in enumerate(classes)}
-    paths = [data / r["image"] for r in rows]
+    paths = [data / r.image for r in rows]
     labels = [index[t] for t in truth]
     result: dict = {}
     train_paths, train_labels = _training_images(model.folder, Path(config.data_dir), classes)
@@ -98,13 +97,13 @@ def _audit(config, model, data: Path, rows, truth, plain: dict, common: dict, ou
     swap_dir = out / "swap-images"
     if swap_dir.exists():
         shutil.rmtree(swap_dir)
-    write_swapped(paths, labels, [r["image"] for r in rows], swap_dir, config.swap_seed)
+    write_swapped(paths, labels, [r.image for r in rows], swap_dir, config.swap_seed)
     if not swap_dir.exists():
         result["swap"] = {"skipped": "no image has a donor of another class"}
         return result
     run_batch(RunConfig(inputs=[swap_dir], out=out / "swap", **common))
-    swap_rows = _read_rows(out / "swap" / "images.csv")
-    swapped = classification_metrics(swap_rows, classes, [r["slide"] for r in swap_rows])
+    swap_rows = _read_rows(out / "swap" / "images.csv", classes)
+    swapped = classification_metrics(swap_rows, classes, [r.slide for r in swap_rows])
     result["swap"] = {
         "method": "Reinhard LAB mean/std transfer from a seeded random image of another class",
         "seed": config.swap_seed,
@@ -113,7 +112,7 @@ def _audit(config, model, data: Path, rows, truth, plain: dict, common: dict, ou
         "macro_f1": swapped["macro_f1"],
         "flag_rate": swapped["flag_rate"],
         "swap_gap": plain["macro_f1"] - swapped["macro_f1"],
-        "binary": binary_metrics(swap_rows, classes, [r["slide"] for r in swap_rows], benign_class(classes)),
+        "binary": binary_metrics(swap_rows, classes, [r.slide for r in swap_rows], benign_class(classes)),
     }
     return result
 
@@ -141,8 +140,8 @@ def evaluate(config: EvaluateConfig, log=print) -> dict:
         log=log,
     )
     summary = run_batch(RunConfig(inputs=[data], out=out / "run", **common))
-    rows = _read_rows(out / "run" / "images.csv")
-    truth = [r["slide"] for r in rows]
+    rows = _read_rows(out / "run" / "images.csv", classes)
+    truth = [r.slide for r in rows]
     metrics = classification_metrics(rows, classes, truth)
     metrics.update(
         model=model.card.name,
@@ -158,7 +157,7 @@ def evaluate(config: EvaluateConfig, log=print) -> dict:
         metrics.update(_audit(config, model, data, rows, truth, metrics, common, out))
     if config.foreign:
         fsummary = run_batch(RunConfig(inputs=[Path(config.foreign)], out=out / "foreign", **common))
-        metrics["foreign"] = foreign_metrics(_read_rows(out / "foreign" / "images.csv"), benign)
+        metrics["foreign"] = foreign_metrics(_read_rows(out / "foreign" / "images.csv", classes), benign)
         metrics["foreign"]["dir"] = str(config.foreign)
         metrics["foreign"]["images_per_s"] = fsummary.images_per_s
     metrics = _clean(metrics)

@@ -1,4 +1,4 @@
-"""Metrics of a labelled run from its images.csv rows (scikit-learn does the arithmetic)."""
+"""Metrics of a labelled run from its images.csv records (scikit-learn does the arithmetic)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def parse_float(value: str | None) -> float:
-    """A CSV cell as a number; empty or unparsable cells are NaN."""
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
+from allscan.io.records import ImageRecord
 
 
-def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], truth: Sequence[str]) -> dict:
+def probabilities(rows: Sequence[ImageRecord], n_classes: int) -> np.ndarray:
+    """[N, C] probabilities as the table rounds them; NaN for an error row."""
+    return np.array([r.probs if r.probs is not None else (math.nan,) * n_classes for r in rows], dtype=float)
+
+
+def classification_metrics(rows: Sequence[ImageRecord], classes: Sequence[str], truth: Sequence[str]) -> dict:
     """Accuracy, macro-F1, per-class P/R/F1, one-vs-rest ROC AUC, confusion matrix, flag rate, cell focus.
 
     ``truth[i]`` is the class of ``rows[i]``; error rows count as wrong answers (a lab gets no label for them).
@@ -31,11 +30,11 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
 
     index = {c: i for i, c in enumerate(classes)}
     y_true = np.array([index[t] for t in truth])
-    ok = np.array([r["status"] == "ok" for r in rows], dtype=bool)
-    y_pred = np.array([index.get(r["label"], -1) for r in rows])
-    probs = np.array([[parse_float(r.get(f"prob_{c}", "")) for c in classes] for r in rows], dtype=float)
-    flagged = np.array([bool(r.get("flags")) for r in rows], dtype=bool)
-    focus = np.array([parse_float(r.get("cell_focus", "")) for r in rows], dtype=float)
+    ok = np.array([r.ok for r in rows], dtype=bool)
+    y_pred = np.array([index.get(r.label, -1) for r in rows])
+    probs = probabilities(rows, len(classes))
+    flagged = np.array([bool(r.flags) for r in rows], dtype=bool)
+    focus = np.array([math.nan if r.cell_focus is None else r.cell_focus for r in rows], dtype=float)
     labels = list(range(len(classes)))
     present = sorted(set(y_true.tolist()))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -67,19 +66,19 @@ def classification_metrics(rows: list[dict[str, str]], classes: Sequence[str], t
     return result
 
 
-def foreign_metrics(rows: list[dict[str, str]], benign: str = "Benign") -> dict:
+def foreign_metrics(rows: Sequence[ImageRecord], benign: str = "Benign") -> dict:
     """For unlabelled images of another lab (no leukemia expected): what share would a lab be misled by?"""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.ok]
     n = max(len(ok), 1)
-    called_benign = sum(r["label"] == benign for r in ok)
-    flagged = sum(bool(r.get("flags")) for r in ok)
-    benign_or_flagged = sum(r["label"] == benign or bool(r.get("flags")) for r in ok)
-    leukemia_unflagged = sum(r["label"] != benign and not r.get("flags") for r in ok)
-    benign_unflagged = sum(r["label"] == benign and not r.get("flags") for r in ok)
+    called_benign = sum(r.label == benign for r in ok)
+    flagged = sum(bool(r.flags) for r in ok)
+    benign_or_flagged = sum(r.label == benign or bool(r.flags) for r in ok)
+    leukemia_unflagged = sum(r.label != benign and not r.flags for r in ok)
+    benign_unflagged = sum(r.label == benign and not r.flags for r in ok)
     reasons: dict[str, int] = {}
     for r in ok:
-        for reason in filter(None, (r.get("flags") or "").split(";")):
-            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason in r.flags:
+            reasons[str(reason)] = reasons.get(str(reason), 0) + 1
     return {
         "n_images": len(rows),
         "n_ok": len(ok),
@@ -89,5 +88,5 @@ def foreign_metrics(rows: list[dict[str, str]], benign: str = "Benign") -> dict:
         "share_leukemia_unflagged": leukemia_unflagged / n,
         "share_benign_unflagged": benign_unflagged / n,
         "flag_reasons": reasons,
-        "label_counts": {label: sum(r["label"] == label for r in ok) for label in sorted({r["label"] for r in ok})},
+        "label_counts": {label: sum(r.label == label for r in ok) for label in sorted({r.label for r in ok})},
     }

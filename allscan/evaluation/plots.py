@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from allscan.io.records import ImageRecord
 
-def write_plots(rows: list[dict[str, str]], classes: Sequence[str], truth: Sequence[str], metrics: dict, out: Path):
+
+def write_plots(rows: Sequence[ImageRecord], classes: Sequence[str], truth: Sequence[str], metrics: dict, out: Path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,11 +25,11 @@ def write_plots(rows: list[dict[str, str]], classes: Sequence[str], truth: Seque
     fig.savefig(out / "confusion_matrix.png")
     plt.close(fig)
 
-    ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    ok = [i for i, r in enumerate(rows) if r.ok and r.probs is not None]
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
     for k, c in enumerate(classes):
         y = np.array([truth[i] == c for i in ok])
-        score = np.array([float(rows[i][f"prob_{c}"]) for i in ok])
+        score = np.array([rows[i].probs[k] for i in ok])  # type: ignore[index]
         if 0 < y.sum() < len(y):
             RocCurveDisplay.from_predictions(y, score, name=c, ax=ax, plot_chance_level=(k == 0))
     ax.set_title("one-vs-rest ROC")

@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from allscan.evaluation.metrics import parse_float
+from allscan.evaluation.metrics import probabilities
 from allscan.io.images import ImageReadError, decode_image
+from allscan.io.records import ImageRecord
 from allscan.pipeline.colour import colour_statistics, reinhard_transfer
 
 PERCENTILES = (5, 50, 95)
@@ -80,7 +81,10 @@ def colour_baseline(
 
 
 def other_class_donors(
-    labels: Sequence[int], donor_labels: Sequence[int], usable: Sequence[bool], seed: int = 0
+    labels: Sequence[int] | np.ndarray,
+    donor_labels: Sequence[int] | np.ndarray,
+    usable: Sequence[bool] | np.ndarray,
+    seed: int = 0,
 ) -> np.ndarray:
     """For each item, a seeded random usable donor whose label differs (-1 where there is none): the swap test's
     donor choice, shared by evaluation and training's per-epoch swap check."""
@@ -116,25 +120,25 @@ def write_swapped(
     picks = np.full(len(images), -1)
     picks[readable] = chosen
     donors: dict[str, int] = {}
-    for i, (bgr, rel) in enumerate(zip(images, relative, strict=True)):
+    for i, (image, rel) in enumerate(zip(images, relative, strict=True)):
         donor = int(picks[i])
-        if bgr is None or donor < 0:
+        if image is None or donor < 0:
             continue
         target = Path(out_dir) / Path(rel).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(target), reinhard_transfer(bgr, stats[donor]))  # type: ignore[arg-type]
+        cv2.imwrite(str(target), reinhard_transfer(image, stats[donor]))  # type: ignore[arg-type]
         donors[target.relative_to(out_dir).as_posix()] = donor
     return donors
 
 
-def binary_metrics(rows: list[dict[str, str]], classes: Sequence[str], truth: Sequence[str], benign: str) -> dict:
+def binary_metrics(rows: Sequence[ImageRecord], classes: Sequence[str], truth: Sequence[str], benign: str) -> dict:
     """ALL (any leukemia class) vs. Benign: sensitivity, specificity and ROC AUC of 1 - p(Benign)."""
     from sklearn.metrics import roc_auc_score
 
     is_all = np.array([t != benign for t in truth])
-    called_all = np.array([r["status"] == "ok" and r["label"] != benign for r in rows])
-    ok = np.array([r["status"] == "ok" for r in rows])
-    p_benign = np.array([parse_float(r.get(f"prob_{benign}", "")) for r in rows])
+    called_all = np.array([r.ok and r.label != benign for r in rows])
+    ok = np.array([r.ok for r in rows])
+    p_benign = probabilities(rows, len(classes))[:, list(classes).index(benign)] if rows else np.zeros(0)
     auc = math.nan
     usable = ok & np.isfinite(p_benign)
     if usable.any() and len(np.unique(is_all[usable])) == 2:
