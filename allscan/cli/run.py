@@ -21,6 +21,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -66,7 +67,7 @@ class _Reporter:
         self.console = console
         self.fancy = fancy
         self.bar: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.started = time.monotonic()
         self.last_line = 0.0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -137,7 +138,7 @@ class VitTrunk(nn.Module):
         return self._as_map(encoder.ln(t)), rollout[:, 1:, 1:]
 
 
-def attention_weights(block: nn.Module, t: torch.Tensor) -> torch.Tensor:
+def attention_weights(block: Any, t: torch.Tensor) -> torch.Tensor:  # torchvision's EncoderBlock (untyped)
     """Head-averaged softmax attention [N,L,L] of a torchvision EncoderBlock on its input ``t``."""
     attn = block.self_attention
     y = block.ln_1(t)
@@ -166,7 +167,7 @@ class VitNet(GapNet):
         return torch.einsum("cd,ndhw->nchw", self.head.weight, fmap) + self.head.bias[None, :, None, None]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmap, rollout = self.backbone.tokens_and_rollout(x)
+        fmap, rollout = cast(VitTrunk, self.backbone).tokens_and_rollout(x)
         pooled = fmap.mean(dim=(2, 3))
         logits = self.head(self.dropout(pooled))
         scores = self.token_cam(fmap)
@@ -254,7 +255,7 @@ def load_stem(net: nn.Module, checkpoint: Path) -> int:
     stem = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[2]) <= 6}
     if not stem:
         raise ValueError(f"{checkpoint}: no ResNet stages to copy (is it a resnet18 checkpoint?)")
-    target = net.backbone.vit.conv_proj
+    target = cast(Any, net).backbone.vit.conv_proj
     missing = target.load_state_dict(stem, strict=False)
     if missing.unexpected_keys:
         raise ValueError(f"{checkpoint}: stem keys do not fit: {missing.unexpected_keys[:3]}")
@@ -353,7 +354,7 @@ def _alexnet(a: BuildArgs) -> nn.Module:
     return build_mlp_head_net("alexnet", a.num_classes, a.pretrained)
 
 
-def _resnet(model: nn.Module) -> tuple[nn.Module, int]:
+def _resnet(model: Any) -> tuple[nn.Module, int]:  # a torchvision ResNet
     dim = model.fc.in_features
     layers = nn.Sequential(*(list(model.children())[:-2]))
     return TorchvisionTrunk(layers), dim

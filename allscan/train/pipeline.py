@@ -91,7 +91,7 @@ def train_model(config: TrainConfig, log=print) -> Path:
         )
         + "\n"
     )
-    heatmap = net.heatmap_method
+    heatmap = str(net.heatmap_method)
     card = ModelCard(
         name=config.name,
         architecture=config.arch,
