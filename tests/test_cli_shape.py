@@ -173,3 +173,18 @@ def test_ray_executor_without_ray_stops_before_any_work(
     assert result.exit_code == 2
     assert _one_error_line(result.output).endswith("pip install 'allscan[ray]'")
     assert not out.exists()
+
+
+def test_train_passes_its_options_to_train_config_by_name() -> None:
+    """train_command hands PASSED options to TrainConfig unchanged: both sides must have each name."""
+    import dataclasses
+    import inspect
+
+    pytest.importorskip("torch")
+    from allscan.cli import train
+    from allscan.train.loop import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    params = set(inspect.signature(train.train_command).parameters)
+    assert set(train.PASSED) <= fields and set(train.PASSED) <= params
+    assert set(train.VIT_OPTIONS) <= params

@@ -17,6 +17,7 @@ from allscan.models.store import ModelStoreError, StoredModel, list_models, load
 
 
 def engines_cell(model: StoredModel, machine: Any) -> str:
+    """The engines built for ``model``, one line each: usable here, or why not (judged by sidecars only)."""
     from allscan.runtime.sidecar import engine_statuses
 
     statuses = engine_statuses(model, machine)

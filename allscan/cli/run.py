@@ -127,6 +127,47 @@ def _summary_table(s: RunSummary) -> Table:
     return table
 
 
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse journaled results of unchanged images.")]
+MaxPixels = Annotated[
+    int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).")
+]
+AllowEmpty = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Publish even when an INPUT that gave results before yields no image now (default: refuse, exit 2).",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of a progress bar.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        help="Only the slides of shard K of N (a stable hash of the slide name); put shards together with "
+        "allscan merge.",
+        show_default=False,
+    ),
+]
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(
+        "--executor",
+        help="local: worker processes and the runner on this machine; ray: decode/segment and inference on a "
+        "Ray cluster (pip install 'allscan[ray]'), tables and journal written here.",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="With --executor ray: the cluster to join (default: $RAY_ADDRESS, else a new local cluster).",
+        show_default=False,
+    ),
+]
+
+
 def run(
     inputs: Inputs,
     *,
@@ -135,49 +176,15 @@ def run(
     backend: BackendOpt = Backend.auto,
     batch_size: BatchSize = 16,
     heatmaps: HeatmapsOpt = Heatmaps.flagged,
-    resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", help="Reuse journaled results of unchanged images.")
-    ] = True,
+    resume: Resume = True,
     workers: Workers = None,
-    max_pixels: Annotated[
-        int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).")
-    ] = DEFAULT_MAX_PIXELS,
-    allow_empty: Annotated[
-        bool,
-        typer.Option(
-            "--allow-empty",
-            help="Publish even when an INPUT that gave results before yields no image now (default: refuse, exit 2).",
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of a progress bar.")] = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_empty: AllowEmpty = False,
+    quiet: Quiet = False,
     no_report: NoReport = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            metavar="K/N",
-            help="Only the slides of shard K of N (a stable hash of the slide name); put shards together with "
-            "allscan merge.",
-            show_default=False,
-        ),
-    ] = None,
-    executor: Annotated[
-        Executor,
-        typer.Option(
-            "--executor",
-            help="local: worker processes and the runner on this machine; ray: decode/segment and inference on a "
-            "Ray cluster (pip install 'allscan[ray]'), tables and journal written here.",
-        ),
-    ] = Executor.local,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            metavar="ADDR",
-            help="With --executor ray: the cluster to join (default: $RAY_ADDRESS, else a new local cluster).",
-            show_default=False,
-        ),
-    ] = None,
+    shard: ShardOpt = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
 ) -> None:
     """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
     from allscan.pipeline.faults import stop_on_sigterm
@@ -213,10 +220,15 @@ def run(
     )
     with reported("run", out, cleanup=reporter.close):
         summary = run_batch(config)
+    _finish(summary, reporter, out)
+
+
+def _finish(summary: RunSummary, reporter: _Reporter, out: Path) -> None:
+    """Stop the bar, print warnings and the summary table, and exit with the run's own code (0 or 1)."""
     reporter.close()
     for warning in summary.warnings:
         reporter.log(f"warning: {warning}")
-    console.print(_summary_table(summary))
+    reporter.console.print(_summary_table(summary))
     if summary.n_error:
         reporter.log(f"{summary.n_error} images failed: see the 'error' column of {out / 'images.csv'}")
     raise typer.Exit(summary.exit_code)

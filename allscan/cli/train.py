@@ -17,70 +17,105 @@ from allscan.cli.options import ArchOpt, BatchSize, ClassFolders
 from allscan.models.architectures import arch_options
 
 TRAIN_MODULES = ("torch", "torchvision", "onnx")  # what train imports before its first epoch
+# Options that are TrainConfig fields of the same name and pass through unchanged (tested against TrainConfig).
+PASSED = (
+    "data_dir",
+    "name",
+    "split",
+    "seed",
+    "epochs",
+    "minutes",
+    "batch_size",
+    "lr",
+    "stain_jitter",
+    "pretrained",
+    "resume",
+    "threads",
+    "swap_prob",
+    "bf16",
+    "teacher",
+    "distill_alpha",
+    "stem_from",
+    "limit_per_class",
+)
+VIT_OPTIONS = ("vit_dim", "vit_depth", "vit_heads", "vit_patch", "conv_stem")  # the table says which arch takes which
+
+Name = Annotated[str, typer.Option("--name", help="Model name in the store (engines/NAME).")]
+Split = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="blocked (held-out ranges of image numbers), tail (the highest-numbered 12 %% of each class) or random.",
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the split, the initial weights and the batch order.")]
+Size = Annotated[int, typer.Option("--size", help="Input side in pixels.")]
+Mode = Annotated[str, typer.Option("--mode", help="Input mode: full, masked or cells.")]
+Colour = Annotated[
+    str, typer.Option("--colour", help="Model input colour: lightness (stain-free, per-image z-scored LAB L) or rgb.")
+]
+SwapProb = Annotated[
+    float,
+    typer.Option(
+        "--swap-prob", help="Colour-free input: share of training views recoloured with a random donor's stain."
+    ),
+]
+Teacher = Annotated[str | None, typer.Option("--teacher", help="Distil from this stored model's soft logits.")]
+DistillAlpha = Annotated[float, typer.Option("--distill-alpha", help="Weight of the distillation loss (0-1).")]
+StemFrom = Annotated[
+    str | None,
+    typer.Option("--stem-from", help="vit_hybrid: start the CNN stem from this stored resnet18's checkpoint."),
+]
+Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training split.")]
+Minutes = Annotated[float | None, typer.Option("--minutes", help="Wall-clock budget (overrides --epochs).")]
+Lr = Annotated[float, typer.Option("--lr", help="Peak learning rate (cosine schedule).")]
+StainJitter = Annotated[float, typer.Option("--stain-jitter", help="Colour/stain augmentation strength (0 = off).")]
+Pretrained = Annotated[bool, typer.Option("--pretrained", help="Start from torchvision's ImageNet weights.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from engines/NAME/checkpoints/last.pt.")]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")]
+Bf16 = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast for training (CPU or GPU).")]
+VitDim = Annotated[int, typer.Option("--vit-dim", help="ViT token width.")]
+VitDepth = Annotated[int, typer.Option("--vit-depth", help="ViT encoder blocks.")]
+VitHeads = Annotated[int, typer.Option("--vit-heads", help="ViT attention heads.")]
+VitPatch = Annotated[int, typer.Option("--vit-patch", help="ViT patch side in pixels.")]
+ConvStem = Annotated[bool, typer.Option("--conv-stem", help="ViT: convolutional stem instead of patchify.")]
+LimitPerClass = Annotated[int | None, typer.Option("--limit-per-class", help="Use only N images per class.")]
+Store = Annotated[Path | None, typer.Option("--store", help="Model store (default: engines/, or $ALLSCAN_ENGINES).")]
 
 
 def train_command(
     data_dir: ClassFolders,
     *,
     arch: ArchOpt,
-    name: Annotated[str, typer.Option("--name", help="Model name in the store (engines/NAME).")],
-    split: Annotated[
-        str,
-        typer.Option(
-            "--split",
-            help="blocked (held-out ranges of image numbers), tail (the highest-numbered 12 %% of each class) "
-            "or random.",
-        ),
-    ] = "blocked",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    size: Annotated[int, typer.Option("--size", help="Input side in pixels.")] = 224,
-    mode: Annotated[str, typer.Option("--mode", help="Input mode: full, masked or cells.")] = "full",
-    colour: Annotated[
-        str,
-        typer.Option("--colour", help="Model input colour: lightness (stain-free, per-image z-scored LAB L) or rgb."),
-    ] = "lightness",
-    swap_prob: Annotated[
-        float,
-        typer.Option(
-            "--swap-prob", help="Colour-free input: share of training views recoloured with a random donor's stain."
-        ),
-    ] = 0.8,
-    teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Distil from this stored model's soft logits.")
-    ] = None,
-    distill_alpha: Annotated[
-        float, typer.Option("--distill-alpha", help="Weight of the distillation loss (0-1).")
-    ] = 0.5,
-    stem_from: Annotated[
-        str | None,
-        typer.Option("--stem-from", help="vit_hybrid: start the CNN stem from this stored resnet18's checkpoint."),
-    ] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 30,
-    minutes: Annotated[float | None, typer.Option("--minutes", help="Wall-clock budget (overrides --epochs).")] = None,
+    name: Name,
+    split: Split = "blocked",
+    seed: Seed = 0,
+    size: Size = 224,
+    mode: Mode = "full",
+    colour: Colour = "lightness",
+    swap_prob: SwapProb = 0.8,
+    teacher: Teacher = None,
+    distill_alpha: DistillAlpha = 0.5,
+    stem_from: StemFrom = None,
+    epochs: Epochs = 30,
+    minutes: Minutes = None,
     batch_size: BatchSize = 32,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    stain_jitter: Annotated[
-        float, typer.Option("--stain-jitter", help="Colour/stain augmentation strength (0 = off).")
-    ] = 1.0,
-    pretrained: Annotated[
-        bool, typer.Option("--pretrained", help="Start from torchvision's ImageNet weights.")
-    ] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from engines/NAME/checkpoints/last.pt.")] = False,
-    threads: Annotated[int | None, typer.Option("--threads")] = None,
-    bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast for training (CPU or GPU).")] = True,
-    vit_dim: Annotated[int, typer.Option("--vit-dim")] = 192,
-    vit_depth: Annotated[int, typer.Option("--vit-depth")] = 12,
-    vit_heads: Annotated[int, typer.Option("--vit-heads")] = 3,
-    vit_patch: Annotated[int, typer.Option("--vit-patch")] = 16,
-    conv_stem: Annotated[
-        bool, typer.Option("--conv-stem", help="ViT: convolutional stem instead of patchify.")
-    ] = False,
-    limit_per_class: Annotated[
-        int | None, typer.Option("--limit-per-class", help="Use only N images per class.")
-    ] = None,
-    out_root: Annotated[Path | None, typer.Option("--store", help="Model store (default: engines/).")] = None,
+    lr: Lr = 1e-3,
+    stain_jitter: StainJitter = 1.0,
+    pretrained: Pretrained = False,
+    resume: Resume = False,
+    threads: Threads = None,
+    bf16: Bf16 = True,
+    vit_dim: VitDim = 192,
+    vit_depth: VitDepth = 12,
+    vit_heads: VitHeads = 3,
+    vit_patch: VitPatch = 16,
+    conv_stem: ConvStem = False,
+    limit_per_class: LimitPerClass = None,
+    out_root: Store = None,
 ) -> None:
     """Train a model on class folders, calibrate it, and export model.onnx + card.json into the store."""
+    given = dict(locals())  # the options by name, taken before anything else is bound in this function
     from allscan.extras import require
     from allscan.models.store import store_root
 
@@ -92,31 +127,12 @@ def train_command(
 
     if pretrained:
         typer.echo("note: --pretrained downloads torchvision weights; this fails on a machine without internet")
-    given = {"vit_dim": vit_dim, "vit_depth": vit_depth, "vit_heads": vit_heads, "vit_patch": vit_patch}
-    options = arch_options(arch.value, {**given, "conv_stem": conv_stem})  # only those this architecture takes
     config = TrainConfig(
-        data_dir=data_dir,
+        **{key: given[key] for key in PASSED},
         arch=arch.value,
-        name=name,
         out_root=out_root or store_root(),
-        split=split,
-        seed=seed,
-        epochs=epochs,
-        minutes=minutes,
-        batch_size=batch_size,
-        lr=lr,
-        stain_jitter=stain_jitter,
-        pretrained=pretrained,
-        resume=resume,
-        threads=threads,
         input=colour_input(size, mode, colour),
-        swap_prob=swap_prob,
-        bf16=bf16,
-        teacher=teacher,
-        distill_alpha=distill_alpha,
-        stem_from=stem_from,
-        arch_options=options,
-        limit_per_class=limit_per_class,
+        arch_options=arch_options(arch.value, {key: given[key] for key in VIT_OPTIONS}),  # those the arch takes
     )
     try:
         with reported("train", usage=(ValueError, FileNotFoundError)):
