@@ -7,17 +7,16 @@ the benchmark ran (whether or not the targets were met: the tables say which), 2
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from allscan.cli import app
-from allscan.cli.run import Backend
+from allscan.cli.errors import fail, reported
+from allscan.cli.options import Backend, BackendOpt, BatchSize, ModelName, Workers
 from allscan.models.store import DEFAULT_MODEL
 
 MEANINGS = {
@@ -84,28 +83,27 @@ def _tables(result: dict[str, Any]) -> list[Table]:
     return [main, stages, targets]
 
 
-@app.command("bench")
 def bench(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name in the store (engines/)."),
-    images: Path | None = typer.Option(
-        None,
-        "--images",
-        help="Folder of images (default: the shared all-pbs dataset when present, else sample_images); "
-        "sets under 256 images are repeated up to 256.",
-    ),
-    backend: Backend = typer.Option(Backend.auto, "--backend", help="Runner backend, as for allscan run."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Model inputs per runner call."),
-    workers: int | None = typer.Option(None, "--workers", min=0, help="Decode/segment processes (default: CPU cores)."),
-    quick: bool = typer.Option(
-        False, "--quick", help="32 images, one repetition, small memory runs: a check, not a measurement."
-    ),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    *,
+    model: ModelName = DEFAULT_MODEL,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Folder of images (default: the shared all-pbs dataset when present, else sample_images); "
+            "sets under 256 images are repeated up to 256.",
+        ),
+    ] = None,
+    backend: BackendOpt = Backend.auto,
+    batch_size: BatchSize = 16,
+    workers: Workers = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="32 images, one repetition, small memory runs: a check, not a measurement.")
+    ] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
 ) -> None:
     """Throughput of the pipeline against the bare runner and the notebooks' way, and where time goes."""
     from allscan.bench.suite import BenchConfig, run_bench  # heavy imports only when benchmarking
-    from allscan.models.store import ModelStoreError
-    from allscan.pipeline.run import RunError
-    from allscan.runtime.base import RunnerError
 
     console = Console()
     config = BenchConfig(
@@ -117,9 +115,8 @@ def bench(
         quick=quick,
     )
     if images is not None and not images.is_dir():
-        print(f"allscan bench: error: --images is not a folder: {images}", file=sys.stderr)
-        raise typer.Exit(2)
-    try:
+        raise fail("bench", f"--images is not a folder: {images}")
+    with reported("bench", usage=(ValueError,)):
         if console.is_terminal:
             with console.status("benchmarking") as status:
                 result = run_bench(config, log=lambda m: status.update(f"benchmarking: {m}"))
@@ -128,9 +125,6 @@ def bench(
             result = run_bench(
                 config, log=lambda m: print(f"allscan bench: {time.monotonic() - started:5.0f} s {m}", flush=True)
             )
-    except (ModelStoreError, RunError, RunnerError, ValueError) as exc:
-        print(f"allscan bench: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
     for table in _tables(result):
         console.print(table)
     for warning in result["warnings"]:

@@ -7,41 +7,35 @@ running: one line naming the shard); 3 internal error; 4 storage fault.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from allscan.cli import app
+from allscan.cli.errors import reported
+from allscan.cli.options import NoReport, ResultsOut
 
 
-@app.command("merge")
 def merge(
-    shards: list[Path] = typer.Argument(
-        ..., metavar="OUT_1 ... OUT_N", help="The --out folders of allscan run --shard K/N, every K once."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged tables, heatmaps and report."),
-    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    shards: Annotated[
+        list[Path],
+        typer.Argument(metavar="OUT_1 ... OUT_N", help="The --out folders of allscan run --shard K/N, every K once."),
+    ],
+    *,
+    out: ResultsOut,
+    no_report: NoReport = False,
 ) -> None:
     """Merge shards into images.csv, cells.csv and slides.csv byte-identical to one run over the same inputs."""
-    from allscan.pipeline.faults import failure_line
-    from allscan.pipeline.merge import MergeConfig, MergeError, merge_shards
+    from allscan.pipeline.merge import MergeConfig, merge_shards
 
     console = Console()
 
     def log(message: str) -> None:
         console.print(f"allscan: {message}", highlight=False, soft_wrap=True)
 
-    try:
+    with reported("merge", out):  # MergeError: 2; storage faults and bugs: their documented exit codes
         summary = merge_shards(MergeConfig(shards=list(shards), out=out, report=not no_report, log=log))
-    except MergeError as exc:
-        print(f"allscan merge: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    except Exception as exc:  # noqa: BLE001 - storage faults and bugs map to their documented exit codes
-        code, line = failure_line(exc, out)
-        print(f"allscan merge: {line}", file=sys.stderr)
-        raise typer.Exit(code) from None
     for warning in summary.warnings:
         log(f"warning: {warning}")
     if summary.n_error:

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from allscan.cli import app
+from allscan.cli.errors import fail, reported
 
 
-@app.command("report")
 def report(
-    out_dir: Path = typer.Argument(..., help="A run's output folder (the one holding images.csv)."),
+    out_dir: Annotated[Path, typer.Argument(help="A run's output folder (the one holding images.csv).")],
 ) -> None:
     """Rebuild OUT_DIR/report.html from images.csv, slides.csv and run.json; thumbnails are kept."""
     if not (out_dir / "images.csv").is_file():
-        typer.echo(f"allscan report: no images.csv in {out_dir}; is it an 'allscan run' output folder?", err=True)
-        raise typer.Exit(2)
-    from allscan.io.records import RecordError
+        raise fail("report", f"no images.csv in {out_dir}; is it an 'allscan run' output folder?")
     from allscan.report import write_report
 
-    try:
+    # a table missing or not the contract's (RecordError): one line, no trace
+    with reported("report", usage=(FileNotFoundError,)):
         typer.echo(str(write_report(out_dir)))
-    except (RecordError, FileNotFoundError) as exc:  # a table missing or not the contract's: one line, no trace
-        typer.echo(f"allscan report: {exc}", err=True)
-        raise typer.Exit(2) from None

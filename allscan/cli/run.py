@@ -9,11 +9,9 @@ Progress is a rich bar on a terminal and plain log lines when stdout is not one 
 
 from __future__ import annotations
 
-import sys
 import time
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,13 +21,27 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from allscan.cli import app
+from allscan.cli.errors import reported
+from allscan.cli.options import (
+    Backend,
+    BackendOpt,
+    BatchSize,
+    Executor,
+    Heatmaps,
+    HeatmapsOpt,
+    Inputs,
+    ModelName,
+    NoReport,
+    ResultsOut,
+    Workers,
+)
 from allscan.io.images import DEFAULT_MAX_PIXELS
 from allscan.models.store import DEFAULT_MODEL
 
@@ -38,23 +50,6 @@ if TYPE_CHECKING:
     from allscan.pipeline.run import RunSummary
 
 PLAIN_EVERY_S = 10.0  # plain progress lines: at most one per this many seconds
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    tensorrt = "tensorrt"
-    onnxruntime = "onnxruntime"
-
-
-class Executor(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-class Heatmaps(str, Enum):
-    all = "all"
-    flagged = "flagged"
-    none = "none"
 
 
 class _RateColumn(ProgressColumn):
@@ -72,7 +67,7 @@ class _Reporter:
         self.console = console
         self.fancy = fancy
         self.bar: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.started = time.monotonic()
         self.last_line = 0.0
 
@@ -132,77 +127,75 @@ def _summary_table(s: RunSummary) -> Table:
     return table
 
 
-@app.command("run")
-def run(
-    inputs: list[Path] = typer.Argument(
-        ...,
-        metavar="INPUT...",
-        help="Folders of slides (one sub-folder per slide; images lying directly in INPUT form a slide named "
-        "after it) or single image files.",
-        show_default=False,
-    ),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name in the store (engines/)."),
-    out: Path = typer.Option(Path("allscan-results"), "--out", "-o", help="Folder for tables, heatmaps, journal."),
-    backend: Backend = typer.Option(Backend.auto, "--backend", help="auto: TensorRT when usable, else ONNX Runtime."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Model inputs per runner call."),
-    heatmaps: Heatmaps = typer.Option(
-        Heatmaps.flagged,
-        "--heatmaps",
-        help="Heatmap PNGs for all images, only flagged (non-Benign or any flag).",
-    ),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse journaled results of unchanged images."),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=0,
-        help="Decode/segment processes (default: CPU cores, none for runs of up to 64 images; 0: in this process).",
-    ),
-    max_pixels: int = typer.Option(
-        DEFAULT_MAX_PIXELS,
-        "--max-pixels",
-        min=1,
-        help="Refuse images with more pixels (decompression bombs).",
-    ),
-    allow_empty: bool = typer.Option(
-        False,
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse journaled results of unchanged images.")]
+MaxPixels = Annotated[
+    int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs).")
+]
+AllowEmpty = Annotated[
+    bool,
+    typer.Option(
         "--allow-empty",
         help="Publish even when an INPUT that gave results before yields no image now (default: refuse, exit 2).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar."),
-    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
-    shard: str | None = typer.Option(
-        None,
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of a progress bar.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
         "--shard",
         metavar="K/N",
         help="Only the slides of shard K of N (a stable hash of the slide name); put shards together with "
         "allscan merge.",
         show_default=False,
     ),
-    executor: Executor = typer.Option(
-        Executor.local,
+]
+ExecutorOpt = Annotated[
+    Executor,
+    typer.Option(
         "--executor",
-        help="local: worker processes and the runner on this machine; ray: decode/segment and inference on a Ray "
-        "cluster (pip install 'allscan[ray]'), tables and journal written here.",
+        help="local: worker processes and the runner on this machine; ray: decode/segment and inference on a "
+        "Ray cluster (pip install 'allscan[ray]'), tables and journal written here.",
     ),
-    ray_address: str | None = typer.Option(
-        None,
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
         "--ray-address",
         metavar="ADDR",
         help="With --executor ray: the cluster to join (default: $RAY_ADDRESS, else a new local cluster).",
         show_default=False,
     ),
+]
+
+
+def run(
+    inputs: Inputs,
+    *,
+    model: ModelName = DEFAULT_MODEL,
+    out: ResultsOut = Path("allscan-results"),
+    backend: BackendOpt = Backend.auto,
+    batch_size: BatchSize = 16,
+    heatmaps: HeatmapsOpt = Heatmaps.flagged,
+    resume: Resume = True,
+    workers: Workers = None,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    allow_empty: AllowEmpty = False,
+    quiet: Quiet = False,
+    no_report: NoReport = False,
+    shard: ShardOpt = None,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddress = None,
 ) -> None:
     """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
     from allscan.pipeline.faults import stop_on_sigterm
 
     stop_on_sigterm()  # before the heavy imports: a scheduler's stop request is honoured from here on
-    from allscan.pipeline.shards import Shard, ShardError
+    from allscan.pipeline.shards import Shard
 
-    try:
+    with reported("run"):
         chosen = Shard.parse(shard) if shard is not None else None
-    except ShardError as exc:
-        print(f"allscan run: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        if executor is Executor.ray:
+            _require_ray()
     from allscan.pipeline.run import RunConfig, run_batch  # heavy imports only when running
 
     console = Console()
@@ -225,34 +218,27 @@ def run(
         progress=reporter,
         log=reporter.log,
     )
-    try:
+    with reported("run", out, cleanup=reporter.close):
         summary = run_batch(config)
-    except BaseException as exc:  # noqa: BLE001 - every way a run ends maps to one documented exit code
-        reporter.close()
-        code, line = _ending(exc, out)
-        print(f"allscan run: {line}", file=sys.stderr)
-        raise typer.Exit(code) from None
+    _finish(summary, reporter, out)
+
+
+def _finish(summary: RunSummary, reporter: _Reporter, out: Path) -> None:
+    """Stop the bar, print warnings and the summary table, and exit with the run's own code (0 or 1)."""
     reporter.close()
     for warning in summary.warnings:
         reporter.log(f"warning: {warning}")
-    console.print(_summary_table(summary))
+    reporter.console.print(_summary_table(summary))
     if summary.n_error:
         reporter.log(f"{summary.n_error} images failed: see the 'error' column of {out / 'images.csv'}")
     raise typer.Exit(summary.exit_code)
 
 
-def _ending(exc: BaseException, out: Path) -> tuple[int, str]:
-    """(exit code, one line) for a run that did not finish: 2 usage, 3 bug, 4 storage, 130/143 interrupted."""
-    from allscan.pipeline.faults import Interrupted, failure_line
-    from allscan.pipeline.run import RunError
+def _require_ray() -> None:
+    """Refuse --executor ray before any work when Ray Data is not installed (no import: Ray loads in seconds)."""
+    from allscan.extras import MissingExtra, missing
 
-    if isinstance(exc, RunError):
-        return 2, f"error: {exc}"
-    resumable = "finished images are journaled, rerun to resume"
-    if isinstance(exc, Interrupted):
-        return exc.exit_code, f"{exc}; {resumable}"
-    if isinstance(exc, KeyboardInterrupt):
-        return 130, f"interrupted; {resumable}"
-    if isinstance(exc, Exception):
-        return failure_line(exc, out)
-    raise exc  # SystemExit and friends keep their own meaning
+    for module in ("ray", "pandas", "pyarrow"):  # ray.data needs all three
+        problem = missing(module, "ray", "--executor ray (Ray Data)")
+        if problem:
+            raise MissingExtra(problem)

@@ -11,17 +11,17 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from allscan.cli import app
-from allscan.cli.run import Backend, Heatmaps
+from allscan.cli.errors import fail
+from allscan.cli.options import Backend, BackendOpt, Heatmaps, HeatmapsOpt, Inputs, ModelName, ResultsOut
 from allscan.models.store import DEFAULT_MODEL
 
 
 def _fail(message: str) -> typer.Exit:
-    print(f"allscan slurm: error: {message}", file=sys.stderr)
-    return typer.Exit(2)
+    return fail("slurm", message)
 
 
 def _allscan_command() -> str:
@@ -37,27 +37,33 @@ def _allscan_command() -> str:
     return f"{shlex.quote(sys.executable)} -c 'from allscan.cli import main; main()'"
 
 
-@app.command("slurm")
 def slurm(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Folders of slides, as for allscan run."),
-    out: Path = typer.Option(..., "--out", "-o", help="Merged results; shards go to OUT/shards/K."),
-    shards: int = typer.Option(..., "--shards", min=1, help="Number of array tasks (shards)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name in the store (engines/)."),
-    heatmaps: Heatmaps = typer.Option(Heatmaps.flagged, "--heatmaps", help="As for allscan run."),
-    backend: Backend = typer.Option(Backend.auto, "--backend", help="As for allscan run."),
-    partition: str | None = typer.Option(None, "--partition", help="Slurm partition for both jobs."),
-    gpus_per_task: int | None = typer.Option(None, "--gpus-per-task", min=1, help="GPUs per array task."),
-    cpus_per_task: int | None = typer.Option(None, "--cpus-per-task", min=1, help="CPUs per array task."),
-    time_limit: str | None = typer.Option(None, "--time", help="Time limit per task (Slurm format, e.g. 2:00:00)."),
-    script: Path | None = typer.Option(
-        None,
-        "--script",
-        help="Where to write the array script (default OUT/slurm/allscan.sbatch); the merge "
-        "script goes next to it as <name>-merge.sbatch.",
-    ),
-    submit: bool = typer.Option(False, "--submit", help="Submit both jobs with sbatch (else print the commands)."),
+    inputs: Inputs,
+    *,
+    out: ResultsOut,
+    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of array tasks (shards).")],
+    model: ModelName = DEFAULT_MODEL,
+    heatmaps: HeatmapsOpt = Heatmaps.flagged,
+    backend: BackendOpt = Backend.auto,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition for both jobs.")] = None,
+    gpus_per_task: Annotated[int | None, typer.Option("--gpus-per-task", min=1, help="GPUs per array task.")] = None,
+    cpus_per_task: Annotated[int | None, typer.Option("--cpus-per-task", min=1, help="CPUs per array task.")] = None,
+    time_limit: Annotated[
+        str | None, typer.Option("--time", help="Time limit per task (Slurm format, e.g. 2:00:00).")
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            help="Where to write the array script (default OUT/slurm/allscan.sbatch); the merge script goes next "
+            "to it as <name>-merge.sbatch.",
+        ),
+    ] = None,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Submit both jobs with sbatch (else print the commands).")
+    ] = False,
 ) -> None:
-    """Write an sbatch job array (task K runs allscan run --shard K/N) and a merge job that waits for it."""
+    """Write an sbatch job array (task K: allscan run --shard K/N into OUT/shards/K) and a merge job into OUT."""
     from allscan.pipeline.slurm import SlurmPlan, array_script, merge_script, submit_commands
 
     missing = [str(p) for p in inputs if not p.exists()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,21 +81,40 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        data = dict(data)
-        inp = dict(data.pop("input", {}) or {})
+        """Strict: an unknown or missing key is a :class:`CardError` (a typo must not silently become a default)."""
+        top = _fields(data, cls, "")
+        inp = _fields(top.pop("input", {}), InputSpec, "input.")
         for key in ("mean", "std", "mask_fill"):
             if key in inp:
                 inp[key] = tuple(inp[key])
-        flags = data.pop("flags", {}) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = {k: v for k, v in data.items() if k not in known}
-        kept = {k: v for k, v in data.items() if k in known}
-        kept["classes"] = tuple(kept.get("classes", ()))
-        kept["outputs"] = tuple(kept.get("outputs", ("logits", "cam")))
-        if extra:
-            kept.setdefault("training", {})
-            kept["training"] = {**kept["training"], "_extra": extra}
-        return cls(input=InputSpec(**inp), flags=FlagThresholds(**flags), **kept)
+        flags = _fields(top.pop("flags", {}), FlagThresholds, "flags.")
+        top["classes"] = tuple(top["classes"])
+        if "outputs" in top:
+            top["outputs"] = tuple(top["outputs"])
+        return cls(input=InputSpec(**inp), flags=FlagThresholds(**flags), **top)
+
+
+class CardError(ValueError):
+    """A card.json that cannot be read as written; the message is one line naming the file when read from one."""
+
+
+def _fields(data: Any, kind: type, prefix: str) -> dict[str, Any]:
+    """``data`` checked against dataclass ``kind``'s fields: no unknown key, every key without a default present."""
+    if not isinstance(data, dict):
+        raise CardError(f"{prefix.rstrip('.') or 'the card'} must be a JSON object, not {type(data).__name__}")
+    fields = dataclasses.fields(kind)
+    unknown = sorted(set(data) - {f.name for f in fields})
+    if unknown:
+        raise CardError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + k for k in unknown)}")
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data
+    ]
+    if required:
+        keys = ", ".join(prefix + k for k in required)
+        raise CardError(f"missing required key{'s' if len(required) > 1 else ''} {keys}")
+    return dict(data)
 
 
 def sha256_file(path: Path) -> str:
@@ -106,8 +126,17 @@ def sha256_file(path: Path) -> str:
 
 
 def read_card(path: Path) -> ModelCard:
-    return ModelCard.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    """The card in ``path``; any problem is a one-line :class:`CardError` naming the file."""
+    try:
+        return ModelCard.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, CardError and InputSpec's checks are ValueErrors
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CardError(f"{path}: unreadable model card: {cause}") from None
 
 
 def write_card(card: ModelCard, path: Path) -> None:
-    Path(path).write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Write the card whole or not at all (a reader never sees half a card): a temporary file, then a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,17 +1,20 @@
-"""The model store: ``engines/<name>/{model.onnx, card.json, trt/}``.
+"""The model store: ``engines/<name>/{model.onnx, card.json, split.json, trt/}``.
 
-The store's root is ``$ALLSCAN_ENGINES`` when set, else the ``engines/`` folder of the source checkout. A model is
-usable when its card exists and its ONNX file's sha256 matches the card (a half-copied or edited model must not
-silently produce numbers).
+The store's root is ``$ALLSCAN_ENGINES`` when set; else the shipped models: ``allscan/engines/`` inside an installed
+wheel (package data, see pyproject.toml), or the ``engines/`` folder of the source checkout for an editable install.
+A model is usable when its card exists and its ONNX file's sha256 matches the card (a half-copied or edited model
+must not silently produce numbers); :func:`save_model` writes the card last, so a model appears whole or not at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from allscan.models.card import ModelCard, read_card, sha256_file
+from allscan.models.card import CardError, ModelCard, read_card, sha256_file, write_card
 
 DEFAULT_MODEL = "vit"
 
@@ -20,11 +23,18 @@ class ModelStoreError(Exception):
     """A model is missing, incomplete or does not match its card; the message is one line for the user."""
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # the installed allscan/ folder
+
+
 def store_root() -> Path:
+    """``$ALLSCAN_ENGINES``, else the models shipped in the wheel, else the source checkout's ``engines/``."""
     env = os.environ.get("ALLSCAN_ENGINES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "engines"
+    packaged = PACKAGE / "engines"  # a wheel maps the checkout's engines/ here (pyproject.toml, package-dir)
+    if packaged.is_dir():
+        return packaged
+    return PACKAGE.parent / "engines"
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,8 @@ def load_model(name: str, root: Path | None = None, verify_hash: bool = True) ->
         raise ModelStoreError(f"unknown model {name!r} in {root} (available: {known})")
     try:
         card = read_card(card_path)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelStoreError(f"{card_path}: unreadable model card: {exc}") from exc
+    except CardError as exc:  # already one line naming the file
+        raise ModelStoreError(str(exc)) from None
     model = StoredModel(card=card, folder=folder)
     if not model.onnx_path.is_file():
         raise ModelStoreError(f"{model.onnx_path}: model file missing")
@@ -71,3 +81,31 @@ def load_model(name: str, root: Path | None = None, verify_hash: bool = True) ->
                 f"{model.onnx_path}: sha256 {actual[:12]} does not match card.json ({card.onnx_sha256[:12]})"
             )
     return model
+
+
+def model_folder(name: str, root: Path | None = None) -> Path:
+    """``root/name``, refusing names that would leave the store or hide the model (``..``, ``a/b``, ``.x``)."""
+    if not name or name.startswith(".") or Path(name).name != name or "\\" in name:
+        raise ModelStoreError(f"invalid model name {name!r}: use a plain folder name (letters, digits, - and _)")
+    return (root or store_root()) / name
+
+
+def save_model(card: ModelCard, root: Path | None = None, onnx: Path | None = None) -> StoredModel:
+    """Put ``card`` (and ``onnx``, when it is not already in place) into the store as ``root/card.name``.
+
+    The card's ``onnx_sha256`` is recomputed from the file in the store, and card.json is written last and
+    atomically: until then the folder holds no card (a new model) or the old card, whose hash no longer matches
+    (a retrained one), so no reader ever loads a half-written model.
+    """
+    folder = model_folder(card.name, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / card.onnx_file
+    if onnx is not None and Path(onnx).resolve() != target.resolve():
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(onnx, tmp)
+        os.replace(tmp, target)
+    if not target.is_file():
+        raise ModelStoreError(f"{target}: model file missing; nothing to store for {card.name!r}")
+    card = dataclasses.replace(card, onnx_sha256=sha256_file(target))
+    write_card(card, folder / "card.json")
+    return StoredModel(card=card, folder=folder)

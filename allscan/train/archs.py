@@ -13,25 +13,54 @@ matrix products (see :class:`MlpHeadNet`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torchvision
 from torch import nn
 
-GAP_ARCHS = (
-    "vit_b_16",
-    "vit_ti_16",
-    "vit",
-    "vit_hybrid",
-    "resnet18",
-    "resnet50",
-    "efficientnet_b0",
-    "googlenet",
-    "cnn",
-)
-MLP_ARCHS = ("vgg16", "alexnet")
-ARCHS = GAP_ARCHS + MLP_ARCHS
+from allscan.models.architectures import ARCHITECTURES, arch_names
+
+ARCHS = arch_names()  # the names, from the torch-free table the CLI's --arch help is made of
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What a registered builder gets: the classes, the input side and the --vit-* / --conv-stem options."""
+
+    num_classes: int
+    image_size: int = 224
+    pretrained: bool = False
+    vit_dim: int = 192
+    vit_depth: int = 12
+    vit_heads: int = 3
+    vit_patch: int = 16
+    conv_stem: bool = False
+
+
+Builder = Callable[[BuildArgs], nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name`` (timm's shape); the name must be in the CLI's table, and only once."""
+
+    def add(builder: Builder) -> Builder:
+        if name not in ARCHITECTURES:
+            raise ValueError(f"architecture {name!r} is not in allscan.models.architectures.ARCHITECTURES")
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} registered twice")
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def registered() -> tuple[str, ...]:
+    """The names with a builder, in registration order."""
+    return tuple(_REGISTRY)
 
 
 class GapNet(nn.Module):
@@ -109,7 +138,7 @@ class VitTrunk(nn.Module):
         return self._as_map(encoder.ln(t)), rollout[:, 1:, 1:]
 
 
-def attention_weights(block: nn.Module, t: torch.Tensor) -> torch.Tensor:
+def attention_weights(block: Any, t: torch.Tensor) -> torch.Tensor:  # torchvision's EncoderBlock (untyped)
     """Head-averaged softmax attention [N,L,L] of a torchvision EncoderBlock on its input ``t``."""
     attn = block.self_attention
     y = block.ln_1(t)
@@ -138,7 +167,7 @@ class VitNet(GapNet):
         return torch.einsum("cd,ndhw->nchw", self.head.weight, fmap) + self.head.bias[None, :, None, None]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmap, rollout = self.backbone.tokens_and_rollout(x)
+        fmap, rollout = cast(VitTrunk, self.backbone).tokens_and_rollout(x)
         pooled = fmap.mean(dim=(2, 3))
         logits = self.head(self.dropout(pooled))
         scores = self.token_cam(fmap)
@@ -226,7 +255,7 @@ def load_stem(net: nn.Module, checkpoint: Path) -> int:
     stem = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and int(k.split(".")[2]) <= 6}
     if not stem:
         raise ValueError(f"{checkpoint}: no ResNet stages to copy (is it a resnet18 checkpoint?)")
-    target = net.backbone.vit.conv_proj
+    target = cast(Any, net).backbone.vit.conv_proj
     missing = target.load_state_dict(stem, strict=False)
     if missing.unexpected_keys:
         raise ValueError(f"{checkpoint}: stem keys do not fit: {missing.unexpected_keys[:3]}")
@@ -252,34 +281,80 @@ def build(
     conv_stem: bool = False,
 ) -> nn.Module:
     """Build ``arch`` with the allscan forward: ``(logits, cam, pooled_features)``."""
-    m = torchvision.models
-    builders: dict[str, Callable[[], tuple[nn.Module, int]]] = {
-        "resnet18": lambda: _resnet(m.resnet18(weights=_pretrained("resnet18", pretrained))),
-        "resnet50": lambda: _resnet(m.resnet50(weights=_pretrained("resnet50", pretrained))),
-        "efficientnet_b0": lambda: (
-            TorchvisionTrunk(m.efficientnet_b0(weights=_pretrained("efficientnet_b0", pretrained)).features),
-            1280,
-        ),
-        "googlenet": lambda: _googlenet(pretrained),
-        "cnn": lambda: small_cnn(),
-        "vit_ti_16": lambda: vit(image_size, 16, 192, 12, 3, conv_stem),
-        "vit_b_16": lambda: _vit_b_16(image_size, pretrained, conv_stem),
-        "vit": lambda: vit(image_size, vit_patch, vit_dim, vit_depth, vit_heads, conv_stem),
-        "vit_hybrid": lambda: vit_hybrid(image_size, vit_dim, vit_depth, vit_heads),
-    }
-    if arch in MLP_ARCHS:
-        from allscan.train.mlp_head import build_mlp_head_net
-
-        return build_mlp_head_net(arch, num_classes, pretrained)
-    if arch not in builders:
+    if arch not in _REGISTRY:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    trunk, dim = builders[arch]()
+    args = BuildArgs(num_classes, image_size, pretrained, vit_dim, vit_depth, vit_heads, vit_patch, conv_stem)
+    return _REGISTRY[arch](args)
+
+
+def _head(trunk: nn.Module, dim: int, args: BuildArgs) -> nn.Module:
+    """The linear head on the trunk's spatial mean; a ViT trunk's heatmap is carried back by rollout."""
     if isinstance(trunk, VitTrunk):
-        return VitNet(trunk, dim, num_classes, dropout=0.1)
-    return GapNet(trunk, dim, num_classes, dropout=0.1)
+        return VitNet(trunk, dim, args.num_classes, dropout=0.1)
+    return GapNet(trunk, dim, args.num_classes, dropout=0.1)
 
 
-def _resnet(model: nn.Module) -> tuple[nn.Module, int]:
+@register_model("vit")
+def _vit(a: BuildArgs) -> nn.Module:
+    return _head(*vit(a.image_size, a.vit_patch, a.vit_dim, a.vit_depth, a.vit_heads, a.conv_stem), a)
+
+
+@register_model("vit_hybrid")
+def _vit_hybrid(a: BuildArgs) -> nn.Module:
+    return _head(*vit_hybrid(a.image_size, a.vit_dim, a.vit_depth, a.vit_heads), a)
+
+
+@register_model("vit_ti_16")
+def _vit_ti_16(a: BuildArgs) -> nn.Module:
+    return _head(*vit(a.image_size, 16, 192, 12, 3, a.conv_stem), a)
+
+
+@register_model("vit_b_16")
+def _vit_b_16_model(a: BuildArgs) -> nn.Module:
+    return _head(*_vit_b_16(a.image_size, a.pretrained, a.conv_stem), a)
+
+
+@register_model("resnet18")
+def _resnet18(a: BuildArgs) -> nn.Module:
+    return _head(*_resnet(torchvision.models.resnet18(weights=_pretrained("resnet18", a.pretrained))), a)
+
+
+@register_model("resnet50")
+def _resnet50(a: BuildArgs) -> nn.Module:
+    return _head(*_resnet(torchvision.models.resnet50(weights=_pretrained("resnet50", a.pretrained))), a)
+
+
+@register_model("efficientnet_b0")
+def _efficientnet_b0(a: BuildArgs) -> nn.Module:
+    net = torchvision.models.efficientnet_b0(weights=_pretrained("efficientnet_b0", a.pretrained))
+    return _head(TorchvisionTrunk(net.features), 1280, a)
+
+
+@register_model("googlenet")
+def _googlenet_model(a: BuildArgs) -> nn.Module:
+    return _head(*_googlenet(a.pretrained), a)
+
+
+@register_model("cnn")
+def _cnn(a: BuildArgs) -> nn.Module:
+    return _head(*small_cnn(), a)
+
+
+@register_model("vgg16")
+def _vgg16(a: BuildArgs) -> nn.Module:
+    from allscan.train.mlp_head import build_mlp_head_net
+
+    return build_mlp_head_net("vgg16", a.num_classes, a.pretrained)
+
+
+@register_model("alexnet")
+def _alexnet(a: BuildArgs) -> nn.Module:
+    from allscan.train.mlp_head import build_mlp_head_net
+
+    return build_mlp_head_net("alexnet", a.num_classes, a.pretrained)
+
+
+def _resnet(model: Any) -> tuple[nn.Module, int]:  # a torchvision ResNet
     dim = model.fc.in_features
     layers = nn.Sequential(*(list(model.children())[:-2]))
     return TorchvisionTrunk(layers), dim

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from allscan import __version__
-from allscan.models.card import FlagThresholds, InputSpec, ModelCard, sha256_file, write_card
+from allscan.models.card import FlagThresholds, InputSpec, ModelCard
+from allscan.models.store import save_model
 from allscan.pipeline.segment import SegmentParams
 from allscan.train import archs
 from allscan.train.calibrate import calibrate, forward_samples, raw_colour_gaussian
@@ -90,7 +91,7 @@ def train_model(config: TrainConfig, log=print) -> Path:
         )
         + "\n"
     )
-    heatmap = net.heatmap_method
+    heatmap = str(net.heatmap_method)
     card = ModelCard(
         name=config.name,
         architecture=config.arch,
@@ -124,10 +125,9 @@ def train_model(config: TrainConfig, log=print) -> Path:
                 "python": platform.python_version(),
             },
         },
-        onnx_sha256=sha256_file(onnx_path),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    write_card(card, folder / "card.json")
+    save_model(card, Path(config.out_root))  # hashes model.onnx, writes card.json last
     log(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB), parity max |dp| {parity:.1e}")
     return folder
 
