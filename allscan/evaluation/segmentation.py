@@ -24,14 +24,15 @@ Box = tuple[float, float, float, float]
 
 def read_voc_boxes(xml_path: Path, name: str = "WBC") -> list[Box]:
     root = ET.parse(xml_path).getroot()
-    boxes = []
+    boxes: list[Box] = []
     for obj in root.iter("object"):
         if (obj.findtext("name") or "").strip() != name:
             continue
         bb = obj.find("bndbox")
         if bb is None:
             continue
-        boxes.append(tuple(float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax")))
+        x0, y0, x1, y1 = (float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append((x0, y0, x1, y1))
     return boxes
 
 
@@ -75,7 +76,7 @@ def evaluate_segmentation(root: Path, params: SegmentParams | None = None) -> di
             continue
         truth = read_voc_boxes(xml_path)
         seg = segment(decode_image(image_path).bgr, params)
-        pred = [(c.x, c.y, c.x + c.width, c.y + c.height) for c in seg.cells]
+        pred: list[Box] = [(c.x, c.y, c.x + c.width, c.y + c.height) for c in seg.cells]
         centres = [(c.centroid_x, c.centroid_y) for c in seg.cells]
         n_pred += len(pred)
         n_truth += len(truth)

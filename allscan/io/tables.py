@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 
 from allscan.io.atomic import blame
@@ -33,12 +33,20 @@ FLAG_COUNT = "n_{}"
 LIST_SEPARATOR = ";"
 
 
-class Flag(StrEnum):
-    """Why an image's call is not to be trusted (images.csv ``flags``, slides.csv ``n_<flag>``), in table order."""
+class Flag(str, Enum):
+    """Why an image's call is not to be trusted (images.csv ``flags``, slides.csv ``n_<flag>``), in table order.
+
+    ``str`` mixin rather than ``enum.StrEnum``: the package supports Python 3.10, which has no StrEnum."""
 
     NO_CELLS = "no_cells"
     OUT_OF_DISTRIBUTION = "out_of_distribution"
     LOW_CONFIDENCE = "low_confidence"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def _actor_resources(ray: object, backend: str) -> tuple[dict[str, float], int]:
     gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[attr-defined]
     if gpus >= 1 and backend != "onnxruntime":
         return {"num_gpus": 1}, gpus
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))  # type: ignore[attr-defined]
+    nodes: int = sum(1 for node in ray.nodes() if node.get("Alive"))  # type: ignore[attr-defined,misc]
     return {"num_cpus": ACTOR_CPUS}, max(1, nodes)
 
 

@@ -60,6 +60,11 @@ def min_mahalanobis(f: torch.Tensor, means: torch.Tensor, precision: torch.Tenso
 class OodScore(nn.Module):
     """Graph module: (normalised input, pooled features) -> ood [N]."""
 
+    feat_means: torch.Tensor  # buffers (register_buffer), typed for mypy
+    feat_precision: torch.Tensor
+    col_means: torch.Tensor
+    col_precision: torch.Tensor
+
     def __init__(
         self,
         spec,
