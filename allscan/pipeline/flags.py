@@ -13,18 +13,11 @@ import numpy as np
 
 from allscan.models.card import ModelCard
 from allscan.pipeline.colour import colour_distance
+from allscan.runtime.softmax import softmax
 
 NO_CELLS = "no_cells"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 LOW_CONFIDENCE = "low_confidence"
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` (temperature from the card's calibration)."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature or 1.0)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def benign_class(classes: tuple[str, ...]) -> str:
