@@ -242,15 +242,7 @@ def _result(
         "pipeline_ms_per_image": ms_per_image,
         "heatmap_share": stages["heatmap"] / ms_per_image if ms_per_image > 0 else None,
         "peak_rss_mb": max(mem1.tree_peak_mb, mem10.tree_peak_mb),
-        "memory": {
-            key: {
-                "images": run.images,
-                "tree_peak_mb": run.tree_peak_mb,
-                "main_peak_mb": run.main_peak_mb,
-                "worker_peak_mb": run.worker_peak_mb,
-            }
-            for key, run in memory.items()
-        },
+        "memory": {key: _memory_dict(run) for key, run in memory.items()},
         "rss_ratio_10x_1x": mem10.tree_peak_mb / mem1.tree_peak_mb if mem1.tree_peak_mb > 0 else None,
         "rerun_s": median([r.wall_s for r in runs.reruns]),
         "model": model.card.name,
@@ -268,4 +260,13 @@ def _result(
             for r in runs.defaults + runs.every + runs.none
             if r.errors
         ],
+    }
+
+
+def _memory_dict(run: MemoryRun) -> dict[str, Any]:
+    return {
+        "images": run.images,
+        "tree_peak_mb": run.tree_peak_mb,
+        "main_peak_mb": run.main_peak_mb,
+        "worker_peak_mb": run.worker_peak_mb,
     }

@@ -291,6 +291,20 @@ def preflight(name: str) -> tuple[cuda.CudaProbe, Any]:
     return probe, import_tensorrt()
 
 
+def _parity_of_new_plan(model: StoredModel, plan: Path, device: int, batches: list[np.ndarray]) -> Parity:
+    """A freshly built plan against ONNX Runtime FP32 on the validation batches (both through ``infer_many``);
+    a plan that cannot run is removed and the build fails."""
+    from allscan.runtime.onnxrt import OnnxRuntimeRunner
+
+    loader = EngineFromPlan(plan, None, model_name=model.card.name, device=device)
+    try:
+        with TensorRTRunner(loader) as trt_runner, OnnxRuntimeRunner(model.onnx_path) as ort_runner:
+            return check_parity(trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature)
+    except RunnerError as exc:
+        plan.unlink(missing_ok=True)
+        raise EngineBuildError(f"the new engine could not run: {exc}", exit_code=1) from exc
+
+
 @dataclass(frozen=True)
 class BuildResult:
     plan: Path | None  # None when not installed (parity failed without --force)
@@ -341,17 +355,7 @@ def build_engine(
 
     tmp_plan = model.trt_dir / f".building-{stem}{PLAN_SUFFIX}"
     tmp_plan.write_bytes(plan_bytes)
-    try:
-        from allscan.runtime.onnxrt import OnnxRuntimeRunner
-
-        with (
-            TensorRTRunner(EngineFromPlan(tmp_plan, None, model_name=name, device=device)) as trt_runner,
-            OnnxRuntimeRunner(model.onnx_path) as ort_runner,
-        ):
-            parity = check_parity(trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature)
-    except RunnerError as exc:
-        tmp_plan.unlink(missing_ok=True)
-        raise EngineBuildError(f"the new engine could not run: {exc}", exit_code=1) from exc
+    parity = _parity_of_new_plan(model, tmp_plan, device, batches)
 
     fp16_path = fp16_loader()
     sidecar = Sidecar(
