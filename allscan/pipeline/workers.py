@@ -13,9 +13,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -94,7 +95,7 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
     timings = {"decode": 0.0, "segment": 0.0, "preprocess": 0.0}
     t0 = time.perf_counter()
     try:
-        decoded = decode_image(found.path, max_pixels=settings.max_pixels, max_side=settings.working_side)
+        decoded = decode_image(Path(found.path), max_pixels=settings.max_pixels, max_side=settings.working_side)
     except ImageReadError as exc:
         timings["decode"] = time.perf_counter() - t0
         return Prepared(found=found, error=str(exc), timings=timings)
@@ -183,7 +184,9 @@ def _chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
         yield chunk
 
 
-def prepared_stream(items: Iterable[Found], settings: PrepareSettings, workers: int) -> Iterator[Prepared]:
+def prepared_stream(
+    items: Iterable[Found], settings: PrepareSettings, workers: int
+) -> Generator[Prepared, None, None]:
     """Prepared images in the order of ``items``; ``workers`` = 0 runs in this process (tests, debugging)."""
     if workers <= 0:
         for found in items:
