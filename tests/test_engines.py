@@ -29,6 +29,7 @@ from allscan.models.store import StoredModel, load_model
 from allscan.runtime import cuda
 from allscan.runtime.base import RunnerError
 from allscan.runtime.cuda import GpuInfo
+from allscan.runtime.engine_build import EngineFromPlan
 from allscan.runtime.onnxrt import OnnxRuntimeRunner
 from allscan.runtime.select import select_runner
 from allscan.runtime.sidecar import (
@@ -326,7 +327,8 @@ def test_no_tensorrt_object_is_created_without_a_cuda_device(
     tiny: StoredModel, fake_gpu: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = install_engine(tiny)
-    runner = TensorRTRunner(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    loader = EngineFromPlan(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    runner = TensorRTRunner(loader)
     monkeypatch.setattr(cuda, "probe_cuda", lambda allow_nvidia_smi=False: no_gpu_probe())
     with pytest.raises(RunnerError) as info:
         runner.activate()
@@ -338,7 +340,8 @@ def test_foreign_sidecar_is_refused_at_activation_before_deserializing(
     tiny: StoredModel, fake_gpu: FakeBackend
 ) -> None:
     plan = install_engine(tiny, gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
-    runner = TensorRTRunner(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    loader = EngineFromPlan(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    runner = TensorRTRunner(loader)
     with pytest.raises(RunnerError) as info:
         runner.activate()
     message = one_line(str(info.value))
@@ -348,7 +351,8 @@ def test_foreign_sidecar_is_refused_at_activation_before_deserializing(
 
 def test_plan_tensorrt_cannot_deserialize_gives_one_line(tiny: StoredModel, fake_gpu: FakeBackend) -> None:
     plan = install_engine(tiny, plan=b"garbage that hashes fine")  # sidecar agrees; TensorRT returns None
-    runner = TensorRTRunner(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    loader = EngineFromPlan(plan, read_sidecar(plan.with_suffix(".json")), "tiny", tiny.card.onnx_sha256)
+    runner = TensorRTRunner(loader)
     with pytest.raises(RunnerError) as info:
         runner.activate()
     assert "could not deserialize the plan" in one_line(str(info.value))

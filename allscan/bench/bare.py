@@ -7,6 +7,7 @@ counted as images: rows per second divided by the mean rows per image.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from allscan.runtime.select import select_runner
 @dataclass(frozen=True)
 class BareResult:
     ips: float  # images per second (median of repetitions)
+    cpu_ms_per_image: float  # CPU time of this process per image while the runner alone ran (the model's cost)
     rows_per_image: float
     backend: str
     precision: str
@@ -64,12 +66,16 @@ def measure_bare(
             for k in range(batches_per_rep):
                 runner.infer(batches[k % len(batches)])
 
-        rates = []
+        rates, cpu = [], []
         for _ in range(reps):
+            cpu0 = time.process_time()
             seconds, _ = timed(one_rep)
+            images = batches_per_rep * batch_size / rows_per_image
+            cpu.append(1000.0 * (time.process_time() - cpu0) / images)
             rates.append(rate(batches_per_rep * batch_size, seconds) / rows_per_image)
     return BareResult(
         ips=median(rates),
+        cpu_ms_per_image=median(cpu),
         rows_per_image=rows_per_image,
         backend=choice.runner.backend,
         precision=choice.runner.precision,

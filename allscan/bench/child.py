@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
         model=args["model"],
         backend=args["backend"],
         batch_size=int(args["batch_size"]),
-        heatmaps=bool(args["heatmaps"]),
+        heatmaps=str(args["heatmaps"]),
         workers=int(args["workers"]),
         engines_root=Path(args["engines_root"]) if args.get("engines_root") else None,
     )

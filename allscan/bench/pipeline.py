@@ -9,6 +9,7 @@ main process's wall seconds.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class PipelineRun:
     backend: str
     backend_reason: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, as the run recorded them
+    cpu_s: float = 0.0  # CPU seconds of the run's process tree (this process and its finished workers)
 
     @property
     def ips(self) -> float:
@@ -45,24 +47,25 @@ def run_once(
     model: str,
     backend: str,
     batch_size: int,
-    heatmaps: bool,
+    heatmaps: str,
     workers: int,
     engines_root: Path | None,
 ) -> PipelineRun:
-    """One ``run_batch`` call, configured as ``allscan run`` would be with these options."""
+    """One ``run_batch`` call, configured as ``allscan run`` would be with these options (``heatmaps`` is the
+    ``--heatmaps`` value: ``flagged`` is ``allscan run``'s default)."""
     config = RunConfig(
         inputs=[Path(images_dir)],
         out=Path(out),
         model=model,
         backend=backend,
         batch_size=batch_size,
-        heatmaps="all" if heatmaps else "none",
+        heatmaps=heatmaps,
         workers=workers,
         engines_root=engines_root,
     )
-    t0 = time.perf_counter()
+    cpu0, t0 = tree_cpu_s(), time.perf_counter()
     summary = run_batch(config)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, tree_cpu_s() - cpu0
     return PipelineRun(
         images=summary.n_images,
         processed=summary.n_processed,
@@ -71,4 +74,12 @@ def run_once(
         backend=summary.backend,
         backend_reason=summary.backend_reason,
         timings=dict(summary.timings),
+        cpu_s=cpu,
     )
+
+
+def tree_cpu_s() -> float:
+    """User + system CPU seconds of this process and of its waited-for children (the run's worker pool is
+    shut down, hence waited for, before ``run_batch`` returns)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system

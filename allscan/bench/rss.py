@@ -117,14 +117,14 @@ def child_args(
     workers: int,
     engines_root: Path | None,
 ) -> dict[str, object]:
-    """The JSON the child reads; heatmaps on, as in the headline figure."""
+    """The JSON the child reads; a heatmap for every image, the heaviest run."""
     return {
         "images_dir": str(images_dir),
         "out": str(out),
         "model": model,
         "backend": backend,
         "batch_size": batch_size,
-        "heatmaps": True,
+        "heatmaps": "all",
         "workers": workers,
         "engines_root": str(engines_root) if engines_root else None,
     }

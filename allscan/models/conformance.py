@@ -69,15 +69,14 @@ def graph_problems(card: ModelCard, inputs: dict[str, Sequence[Any]], outputs: d
 
 def _declared(model: StoredModel) -> tuple[dict[str, Sequence[Any]], dict[str, Sequence[Any]]]:
     """(inputs, outputs) as name -> declared shape, read by ONNX Runtime without optimising the graph."""
-    import onnxruntime as ort
+    from allscan.runtime.base import RunnerError
+    from allscan.runtime.onnxrt import ort_session
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(model.onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        session = ort_session(model.onnx_path, threads=1, optimization="disable")
+    except RunnerError as exc:
+        cause = exc.__cause__ or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise ModelStoreError(
             f"model folder {model.folder}: ONNX Runtime cannot load {model.card.onnx_file}: {first}"
         ) from None

@@ -15,16 +15,9 @@ from allscan.io.records import benign_class
 from allscan.io.tables import Flag
 from allscan.models.card import ModelCard
 from allscan.pipeline.colour import colour_distance
+from allscan.runtime.softmax import softmax
 
 __all__ = ["Flag", "Prediction", "benign_class", "predict", "softmax", "wants_heatmap"]
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` (temperature from the card's calibration)."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature or 1.0)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from allscan.models.card import InputSpec
-from allscan.pipeline.colour import apply_colour
+from allscan.pipeline.colour import apply_colour, normalised_lightness
 from allscan.pipeline.segment import Segmentation
 
 
@@ -65,9 +65,20 @@ def to_tensor(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize to the card's size, apply the card's colour transform, reorder colours and normalise.
 
     Training calls :func:`resize_view`, augments, then :func:`apply_colour` and :func:`normalise` in the same order,
-    so an unaugmented training view is exactly what inference feeds.
+    so an unaugmented training view is exactly what inference feeds. A ``lightness`` view is one grey plane in
+    three channels: it is normalised once per channel from the plane (the same float32 operations per value, so the
+    same numbers, without building the 3-channel 8-bit image and transposing it).
     """
-    return normalise(apply_colour(resize_view(bgr, spec), spec.colour), spec)
+    resized = resize_view(bgr, spec)
+    if spec.colour != "lightness":
+        return normalise(apply_colour(resized, spec.colour), spec)
+    plane = normalised_lightness(resized).astype(np.float32) * (1.0 / 255.0)
+    mean, std = np.asarray(spec.mean, dtype=np.float32), np.asarray(spec.std, dtype=np.float32)
+    out = np.empty((3, *plane.shape), dtype=np.float32)
+    for c in range(3):
+        np.subtract(plane, mean[c], out=out[c])
+        np.divide(out[c], std[c], out=out[c])
+    return out
 
 
 def model_view(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> list[np.ndarray]:

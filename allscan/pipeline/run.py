@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +34,7 @@ from allscan.io.tables import CELL_TABLE_COLUMNS, TABLES_VERSION, AtomicTable, i
 from allscan.models.card import ModelCard
 from allscan.models.conformance import check_model
 from allscan.models.store import DEFAULT_MODEL, ModelStoreError, StoredModel, load_model
-from allscan.pipeline.batching import Batcher
+from allscan.pipeline.batching import infer_stream
 from allscan.pipeline.discover import DiscoveryError, check_inputs, discover
 from allscan.pipeline.faults import storage_fault
 from allscan.pipeline.flags import predict, wants_heatmap
@@ -306,39 +306,37 @@ def _process(
         if config.progress:
             config.progress(Progress(done=done, total=total, errors=errors))
 
-    with choice.runner as runner:
+    workers = 0 if config.workers is None and total <= SMALL_RUN else config.resolved_workers
+    summary.workers_used = workers
 
-        def infer(batch: np.ndarray) -> dict[str, np.ndarray]:
-            t0 = time.perf_counter()
-            out = runner.infer(batch)
-            timings["infer"] += time.perf_counter() - t0
-            return out
+    def ready(stream: Iterable[Prepared]) -> Iterator[Prepared]:
+        """The images the runner gets; the others are finished (as errors) as they arrive."""
+        for item in stream:
+            for stage in ("decode", "segment", "preprocess"):
+                timings[stage] += item.timings.get(stage, 0.0)
+            if item.error:
+                finisher.error(item)
+                journal.commit()
+                note(1)
+            else:
+                yield item
 
-        batcher = Batcher(infer, config.batch_size)
-
-        def finish(pairs: list[tuple[Prepared, dict[str, np.ndarray]]]) -> None:
-            for item, outputs in pairs:
-                finisher.ok(item, outputs)
-                note()
-            if pairs:
+    stream = prepared_stream(journal.iter_todo(), settings, workers)
+    with choice.runner as runner, runner.profile() as inference, closing(stream):
+        pending = 0
+        for item, outputs in infer_stream(ready(stream), runner.infer_many, config.batch_size):
+            finisher.ok(item, outputs)
+            note()
+            pending += 1
+            if pending >= config.batch_size:  # one commit per batch, as before
                 t0 = time.perf_counter()
                 journal.commit()
                 timings["write"] += time.perf_counter() - t0
-
-        workers = 0 if config.workers is None and total <= SMALL_RUN else config.resolved_workers
-        summary.workers_used = workers
-        stream = prepared_stream(journal.iter_todo(), settings, workers)
-        with closing(stream):
-            for item in stream:
-                for stage in ("decode", "segment", "preprocess"):
-                    timings[stage] += item.timings.get(stage, 0.0)
-                if item.error:
-                    finisher.error(item)
-                    journal.commit()
-                    note(1)
-                else:
-                    finish(batcher.add(item))
-        finish(batcher.flush())
+                pending = 0
+        t0 = time.perf_counter()
+        journal.commit()
+        timings["write"] += time.perf_counter() - t0
+    timings["infer"] += inference.seconds
     summary.n_processed = done
     return timings
 

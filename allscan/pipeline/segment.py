@@ -118,6 +118,20 @@ def _clean(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
     return filled
 
 
+def _component_max(comp: np.ndarray, dist: np.ndarray, n: int) -> np.ndarray:
+    """float32 [n]: each component's largest distance (0 for the background), from its own pixels only, sorted
+    once and reduced per run: the same maxima as ``np.maximum.at`` over the whole image at a fraction of its cost."""
+    dmax = np.zeros(n, dtype=np.float32)
+    inside = np.flatnonzero(comp)
+    if inside.size:
+        ids = comp.ravel()[inside]
+        order = np.argsort(ids, kind="stable")
+        ids, values = ids[order], dist.ravel()[inside][order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        dmax[ids[starts]] = np.maximum.reduceat(values, starts)
+    return dmax
+
+
 def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarray:
     """Label image with touching cells separated by watershed on the distance transform."""
     if not params.split_touching:
@@ -126,8 +140,7 @@ def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarr
     n, comp = cv2.connectedComponents(mask, connectivity=8)
     # Each component's peak distance in one pass over the image (not one full-image mask per component), then
     # every pixel compared with its own component's threshold, rounded to float32 as the comparison always was.
-    dmax = np.zeros(n, dtype=np.float32)
-    np.maximum.at(dmax, comp.ravel(), dist.ravel())
+    dmax = _component_max(comp, dist, n)
     threshold = (params.peak_frac * dmax.astype(np.float64)).astype(np.float32)
     peaks = ((comp > 0) & (dist >= threshold[comp])).astype(np.uint8)
     n_markers, markers = cv2.connectedComponents(peaks, connectivity=8)

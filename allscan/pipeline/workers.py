@@ -13,9 +13,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -59,6 +60,33 @@ class Prepared:
     colour: np.ndarray | None = None  # raw LAB statistics [6] (colour.colour_statistics) for the colour flag
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __getstate__(self) -> dict[str, object]:
+        """What crosses from a worker to the main process, packed without loss: a grey model input (three equal
+        channels) as one plane, a label image in the smallest unsigned type that holds its cell ids. About a
+        third of the bytes of a 'lightness' image, so the main process spends less on unpickling."""
+        state = dict(self.__dict__)
+        tensors, labels = self.tensors, self.labels
+        if tensors is not None and tensors.ndim == 4 and tensors.shape[1] == 3 and _grey(tensors):
+            state["tensors"] = ("grey", np.ascontiguousarray(tensors[:, :1]))
+        if labels is not None and labels.size and labels.dtype == np.int32 and labels.min() >= 0:
+            top = int(labels.max())
+            small = np.uint8 if top < 256 else np.uint16 if top < 65536 else None
+            if small is not None:
+                state["labels"] = ("small", labels.astype(small))
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        tensors, labels = state.get("tensors"), state.get("labels")
+        if isinstance(tensors, tuple):
+            state["tensors"] = np.repeat(tensors[1], 3, axis=1)
+        if isinstance(labels, tuple):
+            state["labels"] = labels[1].astype(np.int32)
+        self.__dict__.update(state)
+
+
+def _grey(tensors: np.ndarray) -> bool:
+    return bool(np.array_equal(tensors[:, 0], tensors[:, 1]) and np.array_equal(tensors[:, 0], tensors[:, 2]))
+
 
 def prepare(found: Found, settings: PrepareSettings) -> Prepared:
     """Decode, segment and build the model input of one image; every failure becomes ``error``."""
@@ -67,7 +95,7 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
     timings = {"decode": 0.0, "segment": 0.0, "preprocess": 0.0}
     t0 = time.perf_counter()
     try:
-        decoded = decode_image(found.path, max_pixels=settings.max_pixels, max_side=settings.working_side)
+        decoded = decode_image(Path(found.path), max_pixels=settings.max_pixels, max_side=settings.working_side)
     except ImageReadError as exc:
         timings["decode"] = time.perf_counter() - t0
         return Prepared(found=found, error=str(exc), timings=timings)
@@ -156,7 +184,9 @@ def _chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
         yield chunk
 
 
-def prepared_stream(items: Iterable[Found], settings: PrepareSettings, workers: int) -> Iterator[Prepared]:
+def prepared_stream(
+    items: Iterable[Found], settings: PrepareSettings, workers: int
+) -> Generator[Prepared, None, None]:
     """Prepared images in the order of ``items``; ``workers`` = 0 runs in this process (tests, debugging)."""
     if workers <= 0:
         for found in items:

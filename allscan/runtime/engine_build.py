@@ -1,7 +1,7 @@
 """Build a TensorRT FP16 engine for one model on this GPU, gate it on parity, install it with its sidecar.
 
 Polygraphy's loader pattern: each step is a lazy callable wrapping the previous one, and nothing is built
-until the last is called::
+until the last is called (``EngineFromPlan``, the loader the TensorRT runner runs from, is one too)::
 
     plan = SerializedEngineFromNetwork(NetworkFromOnnxPath(Fp16OnnxFromPath(onnx, cache)), profile, ...)()
 
@@ -33,12 +33,14 @@ from allscan.runtime.fp16 import Parity, ParityAccumulator, block_list, convert_
 from allscan.runtime.sidecar import (
     PLAN_SUFFIX,
     SIDECAR_SUFFIX,
+    MachineInfo,
     Sidecar,
+    check_sidecar,
     engine_stem,
     slug,
     write_sidecar,
 )
-from allscan.runtime.tensorrt import INSTALL_HINT, TensorRTRunner, import_tensorrt, tensorrt_status
+from allscan.runtime.tensorrt import INSTALL_HINT, LoadedEngine, TensorRTRunner, import_tensorrt, tensorrt_status
 
 if TYPE_CHECKING:
     import tensorrt as trt_t
@@ -184,6 +186,75 @@ class SerializedEngineFromNetwork:
         return bytes(plan)
 
 
+class EngineFromPlan:
+    """Loader: a serialized plan deserialized on this GPU, after its sidecar said it may be.
+
+    Each step refuses with one line before the next can crash: a CUDA device answers (a ``trt.Runtime`` made
+    without a driver segfaults later), TensorRT is really installed, the sidecar matches this GPU, TensorRT
+    version and model and the plan's bytes match the sidecar, and only then ``deserialize_cuda_engine``.
+    ``sidecar`` None skips the sidecar check: only for ``build-engine``'s parity gate on its own fresh plan.
+    """
+
+    def __init__(
+        self,
+        plan_path: Path,
+        sidecar: Sidecar | None,
+        model_name: str = "",
+        onnx_sha256: str | None = None,
+        device: int = 0,
+        cuda_backend: str | None = None,
+    ) -> None:
+        self.plan_path = Path(plan_path)
+        self.sidecar = sidecar
+        self.model_name = model_name or (sidecar.model_name if sidecar else "")
+        self.onnx_sha256 = onnx_sha256
+        self.device = device
+        self.cuda_backend = cuda_backend
+        self.fix = f"run `allscan build-engine --model {self.model_name}`" if self.model_name else "rebuild the engine"
+
+    def _checked_plan(self) -> bytes:
+        probe = cuda.probe_cuda()
+        if not probe.usable:
+            raise RunnerError(f"TensorRT needs a CUDA GPU: {probe.reason}; use --backend onnxruntime")
+        version, problem = tensorrt_status()
+        if version is None:
+            raise RunnerError(f"{problem}; {INSTALL_HINT}")
+        if self.sidecar is not None:
+            gpu = probe.devices[self.device]
+            usable, reason = check_sidecar(
+                self.sidecar, MachineInfo(gpu.name, gpu.cc, version), self.onnx_sha256, self.plan_path.parent
+            )
+            if not usable:
+                raise RunnerError(f"{self.plan_path.name}: {reason}; {self.fix}")
+        try:
+            return self.plan_path.read_bytes()
+        except OSError as exc:
+            raise RunnerError(f"{self.plan_path}: cannot read plan ({exc.strerror}); {self.fix}") from exc
+
+    def __call__(self) -> LoadedEngine:
+        plan = self._checked_plan()
+        try:
+            backend = cuda.open_backend(self.device, self.cuda_backend)
+        except cuda.CudaError as exc:
+            raise RunnerError(f"{exc}; {INSTALL_HINT}") from exc
+        loaded = LoadedEngine(backend, None, None, self.plan_path.name, self.fix)
+        try:
+            with backend.scope():
+                import tensorrt as trt  # typed by tensorrt-stubs; tensorrt_status() proved it is real
+
+                loaded.runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+                loaded.engine = runtime.deserialize_cuda_engine(plan)
+        except BaseException:
+            loaded.release()
+            raise
+        if loaded.engine is None:
+            loaded.release()
+            raise RunnerError(
+                f"{self.plan_path.name}: TensorRT could not deserialize the plan (its log says why); {self.fix}"
+            )
+        return loaded
+
+
 def timing_cache_path(gpu_name: str, compute_capability: str, trt_version: str) -> Path:
     """One timing cache per GPU model and TensorRT version, shared by all models in the store."""
     name = f"{slug(gpu_name)}-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
@@ -217,6 +288,20 @@ def preflight(name: str) -> tuple[cuda.CudaProbe, Any]:
     if version is None:
         raise EngineBuildError(f"cannot build a TensorRT engine for {name!r}: {problem}; {INSTALL_HINT}")
     return probe, import_tensorrt()
+
+
+def _parity_of_new_plan(model: StoredModel, plan: Path, device: int, batches: list[np.ndarray]) -> Parity:
+    """A freshly built plan against ONNX Runtime FP32 on the validation batches (both through ``infer_many``);
+    a plan that cannot run is removed and the build fails."""
+    from allscan.runtime.onnxrt import OnnxRuntimeRunner
+
+    loader = EngineFromPlan(plan, None, model_name=model.card.name, device=device)
+    try:
+        with TensorRTRunner(loader) as trt_runner, OnnxRuntimeRunner(model.onnx_path) as ort_runner:
+            return check_parity(trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature)
+    except RunnerError as exc:
+        plan.unlink(missing_ok=True)
+        raise EngineBuildError(f"the new engine could not run: {exc}", exit_code=1) from exc
 
 
 @dataclass(frozen=True)
@@ -269,17 +354,7 @@ def build_engine(
 
     tmp_plan = model.trt_dir / f".building-{stem}{PLAN_SUFFIX}"
     tmp_plan.write_bytes(plan_bytes)
-    try:
-        from allscan.runtime.onnxrt import OnnxRuntimeRunner
-
-        with (
-            TensorRTRunner(tmp_plan, None, model_name=name, device=device) as trt_runner,
-            OnnxRuntimeRunner(model.onnx_path) as ort_runner,
-        ):
-            parity = check_parity(trt_runner.infer_many, ort_runner.infer_many, batches, model.card.temperature)
-    except RunnerError as exc:
-        tmp_plan.unlink(missing_ok=True)
-        raise EngineBuildError(f"the new engine could not run: {exc}", exit_code=1) from exc
+    parity = _parity_of_new_plan(model, tmp_plan, device, batches)
 
     fp16_path = fp16_loader()
     sidecar = Sidecar(

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from allscan.runtime.base import RunnerError
+from allscan.runtime.onnxrt import ort_session
+from allscan.runtime.softmax import softmax
+
 # Ops kept in FP32 on top of onnxconverter-common's defaults: normalisation statistics and softmax reductions.
 FP32_OPS = (
     "LayerNormalization",
@@ -170,13 +174,6 @@ class Parity:
         )
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class ParityAccumulator:
     """Collects reference and candidate logits batch by batch (so images never all sit in memory)."""
 
@@ -222,14 +219,10 @@ def ort_fp32_fallback_ops(onnx_path: Path) -> list[str]:
     not FP16 arithmetic. TensorRT's parity gate measures the real thing.
     """
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(out)
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        ort_session(onnx_path, optimization="basic", optimized_model_path=out)
         graph = onnx.load(str(out), load_external_data=False).graph
     kept_fp32 = set(block_list())  # FP32 by our choice, not for lack of a kernel
     ops = {
@@ -243,19 +236,12 @@ def ort_fp32_fallback_ops(onnx_path: Path) -> list[str]:
 
 
 def _session(path: Path, threads: int | None, fp16: bool = False) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if fp16:
-        # ONNX Runtime 1.32's layout optimisations (ORT_ENABLE_ALL) segfault on the FP16 ViT (seen here);
-        # EXTENDED still fuses, and the FP16 graph is only ever run on the CPU for this check.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if threads:
-        options.intra_op_num_threads = threads
+    # ONNX Runtime 1.32's layout optimisations (ORT_ENABLE_ALL) segfault on the FP16 ViT (seen here); EXTENDED
+    # still fuses, and the FP16 graph is only ever run on the CPU for this check.
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's Fail / NotImplemented
-        match = _NO_KERNEL.search(str(exc))
+        return ort_session(path, threads, optimization="extended" if fp16 else "all")
+    except RunnerError as exc:
+        match = _NO_KERNEL.search(str(exc.__cause__))
         if match:
             raise RuntimeError(
                 f"ONNX Runtime CPU has no FP16 kernel for {match.group(1)} (opset {match.group(2)}): "

@@ -61,9 +61,11 @@ def select_runner(model: StoredModel, backend: str = "auto", batch_size: int = 1
         )
     engine, reason, fix = usable_engine(model, batch_size)
     if engine is not None and engine.sidecar is not None:
+        from allscan.runtime.engine_build import EngineFromPlan
         from allscan.runtime.tensorrt import TensorRTRunner
 
-        runner = TensorRTRunner(engine.plan, engine.sidecar, model.card.name, model.card.onnx_sha256 or None)
+        loader = EngineFromPlan(engine.plan, engine.sidecar, model.card.name, model.card.onnx_sha256 or None)
+        runner = TensorRTRunner(loader)
         return RunnerChoice(runner, f"tensorrt: {reason}")
     if backend == "tensorrt":
         raise RunnerError(f"no usable TensorRT engine for model {model.card.name!r}: {reason}; fix: {fix}")

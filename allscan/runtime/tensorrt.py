@@ -1,10 +1,10 @@
 """TensorRT runner behind the common Runner interface, and what this machine offers TensorRT.
 
-Order of activation, each step refusing with one line before the next can crash: a CUDA device answers (a
-``trt.Runtime`` made without a driver segfaults later), TensorRT is really installed (not just its type
-stubs), the sidecar matches this GPU, TensorRT version and model, the plan's bytes match the sidecar, and only
-then ``deserialize_cuda_engine``. Inference uses the named-tensor API (``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``) through
+The runner takes a lazy loader (``engine_build.EngineFromPlan``) that, at activation, refuses with one line
+before the next step can crash: a CUDA device answers (a ``trt.Runtime`` made without a driver segfaults later),
+TensorRT is really installed (not just its type stubs), the sidecar matches this GPU, TensorRT version and model,
+the plan's bytes match the sidecar, and only then ``deserialize_cuda_engine``. Inference uses the named-tensor
+API (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) through
 :class:`~allscan.runtime.pipelined.DoubleBufferedExecutor`.
 
 ``tensorrt`` is imported inside functions only: ``import allscan.runtime.tensorrt`` is free on any machine.
@@ -13,15 +13,16 @@ then ``deserialize_cuda_engine``. Inference uses the named-tensor API (``set_inp
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from allscan.runtime import cuda
 from allscan.runtime.base import Runner, RunnerError
 from allscan.runtime.pipelined import DoubleBufferedExecutor, ExecutionError, TensorSpec
-from allscan.runtime.sidecar import MachineInfo, Sidecar, check_sidecar
+from allscan.runtime.sidecar import MachineInfo
 
 if TYPE_CHECKING:
     import tensorrt as trt_t
@@ -71,35 +72,45 @@ def _dims(dims: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+@dataclass
+class LoadedEngine:
+    """What an engine loader hands the runner: the CUDA backend whose context holds the engine, the deserialized
+    engine and the runtime that must outlive it. :meth:`release` frees them in reverse order of creation."""
+
+    cuda: cuda.CudaBackend
+    runtime: Any
+    engine: Any
+    plan_name: str
+    fix: str  # the command that rebuilds the engine, for messages
+
+    def release(self) -> None:
+        with self.cuda.scope():
+            self.engine = None  # engine, then runtime: TensorRT objects die in reverse order of creation
+            self.runtime = None
+        self.cuda.close()
+
+
+class EngineLoader(Protocol):
+    """A lazy loader (polygraphy's shape): nothing happens until it is called, at the runner's activation."""
+
+    plan_path: Path
+
+    def __call__(self) -> LoadedEngine: ...
+
+
 class TensorRTRunner(Runner):
-    """Runs a serialized FP16 plan; ``infer_many`` keeps two batches in flight."""
+    """Runs the engine its loader gives (see ``engine_build.EngineFromPlan``, which checks the sidecar before
+    deserializing); ``infer_many`` keeps two batches in flight."""
 
     backend = "tensorrt"
     precision = "fp16"
 
-    def __init__(
-        self,
-        plan_path: Path,
-        sidecar: Sidecar | None,
-        model_name: str = "",
-        onnx_sha256: str | None = None,
-        device: int = 0,
-        cuda_backend: str | None = None,
-    ) -> None:
-        """``sidecar`` None skips the sidecar check: only for ``build-engine``'s parity gate on its own fresh
-        plan."""
+    def __init__(self, loader: EngineLoader) -> None:
         super().__init__()
-        self.plan_path = Path(plan_path)
-        self.sidecar = sidecar
-        self.model_name = model_name or (sidecar.model_name if sidecar else "")
-        self.onnx_sha256 = onnx_sha256
-        self.device = device
-        self.cuda_backend_name = cuda_backend
-        self.fix = f"run `allscan build-engine --model {self.model_name}`" if self.model_name else "rebuild the engine"
-        self._runtime: trt_t.Runtime | None = None
-        self._engine: trt_t.ICudaEngine | None = None
+        self.loader = loader
+        self.plan_path = Path(loader.plan_path)
+        self._loaded: LoadedEngine | None = None
         self._context: trt_t.IExecutionContext | None = None
-        self._cuda: cuda.CudaBackend | None = None
         self._executor: DoubleBufferedExecutor | None = None
         self.max_batch = 0
         self.input_spec: TensorSpec | None = None
@@ -108,28 +119,10 @@ class TensorRTRunner(Runner):
     # -- activation ------------------------------------------------------------------------------------------
 
     def activate_impl(self) -> None:
-        probe = cuda.probe_cuda()
-        if not probe.usable:
-            raise RunnerError(f"TensorRT needs a CUDA GPU: {probe.reason}; use --backend onnxruntime")
-        version, problem = tensorrt_status()
-        if version is None:
-            raise RunnerError(f"{problem}; {INSTALL_HINT}")
-        if self.sidecar is not None:
-            machine = MachineInfo(probe.devices[self.device].name, probe.devices[self.device].cc, version)
-            usable, reason = check_sidecar(self.sidecar, machine, self.onnx_sha256, self.plan_path.parent)
-            if not usable:
-                raise RunnerError(f"{self.plan_path.name}: {reason}; {self.fix}")
+        self._loaded = loaded = self.loader()
         try:
-            plan = self.plan_path.read_bytes()
-        except OSError as exc:
-            raise RunnerError(f"{self.plan_path}: cannot read plan ({exc.strerror}); {self.fix}") from exc
-        try:
-            self._cuda = cuda.open_backend(self.device, self.cuda_backend_name)
-        except cuda.CudaError as exc:
-            raise RunnerError(f"{exc}; {INSTALL_HINT}") from exc
-        try:
-            with self._cuda.scope():
-                self._load(plan)
+            with loaded.cuda.scope():
+                self._prepare(loaded)
         except RunnerError:
             self.deactivate_impl()
             raise
@@ -137,31 +130,31 @@ class TensorRTRunner(Runner):
             self.deactivate_impl()
             raise RunnerError(f"{self.plan_path.name}: {exc}") from exc
 
-    def _load(self, plan: bytes) -> None:
-        import tensorrt as trt  # typed by tensorrt-stubs; import_tensorrt() already proved it is real
+    def _io_names(self, engine: trt_t.ICudaEngine) -> tuple[str, list[str]]:
+        import tensorrt as trt  # typed by tensorrt-stubs; the loader already proved it is real
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise RunnerError(
-                f"{self.plan_path.name}: TensorRT could not deserialize the plan (its log says why); {self.fix}"
-            )
-        self._engine = engine
+        inputs: list[str] = []
+        outputs: list[str] = []
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
+        if len(inputs) != 1:
+            raise RunnerError(f"{self.plan_path.name}: expected one input tensor, found {inputs}")
+        missing = {"logits", "cam"} - set(outputs)
+        if missing:
+            raise RunnerError(f"{self.plan_path.name}: engine has no output {', '.join(sorted(missing))}")
+        return inputs[0], outputs
+
+    def _prepare(self, loaded: LoadedEngine) -> None:
+        """Execution context, IO specs and the double-buffered executor for the loaded engine."""
+        import tensorrt as trt
+
+        engine: trt_t.ICudaEngine = loaded.engine
         context = engine.create_execution_context()
         if context is None:
             raise RunnerError(f"{self.plan_path.name}: TensorRT could not create an execution context (GPU memory?)")
         self._context = context
-        inputs, outputs = [], []
-        for index in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(index)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                inputs.append(name)
-            else:
-                outputs.append(name)
-        if len(inputs) != 1:
-            raise RunnerError(f"{self.plan_path.name}: expected one input tensor, found {inputs}")
-        name = inputs[0]
+        name, outputs = self._io_names(engine)
         _, _, max_shape = engine.get_tensor_profile_shape(name, 0)
         max_dims = _dims(max_shape)
         self.max_batch = max_dims[0]
@@ -181,44 +174,36 @@ class TensorRTRunner(Runner):
             )
             for out in outputs
         ]
-        missing = {"logits", "cam"} - set(outputs)
-        if missing:
-            raise RunnerError(f"{self.plan_path.name}: engine has no output {', '.join(sorted(missing))}")
-        assert self._cuda is not None
-        self._executor = DoubleBufferedExecutor(context, self._cuda, self.input_spec, self.output_specs, self.max_batch)
+        self._executor = DoubleBufferedExecutor(
+            context, loaded.cuda, self.input_spec, self.output_specs, self.max_batch
+        )
         self._executor.allocate()
 
     def deactivate_impl(self) -> None:
         if self._executor is not None:
             self._executor.free()
-        if self._cuda is not None:
-            with self._cuda.scope():
-                # Context, then engine, then runtime: TensorRT objects die in reverse order of creation.
-                self._executor = None
+        if self._loaded is not None:
+            with self._loaded.cuda.scope():
+                self._executor = None  # context before engine and runtime
                 self._context = None
-                self._engine = None
-                self._runtime = None
-            self._cuda.close()
-        self._executor, self._context, self._engine, self._runtime, self._cuda = None, None, None, None, None
+            self._loaded.release()
+        self._executor, self._context, self._loaded = None, None, None
 
     # -- inference -------------------------------------------------------------------------------------------
 
     def _chunks(self, batches: Iterable[np.ndarray]) -> Iterator[tuple[tuple[int, bool], np.ndarray]]:
         """Split batches larger than the engine's max batch; tag = (batch index, last chunk of that batch)."""
         for index, batch in enumerate(batches):
-            if batch.dtype != np.float32 or batch.ndim != 4:
-                raise RunnerError(f"runner input must be float32 [N,3,H,W], got {batch.dtype} {batch.shape}")
-            batch = np.ascontiguousarray(batch)
             if len(batch) == 0:
                 yield (index, True), batch
                 continue
             for start in range(0, len(batch), self.max_batch):
                 yield (index, start + self.max_batch >= len(batch)), batch[start : start + self.max_batch]
 
-    def infer_many(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """Outputs for each batch, in order, with the upload of the next batch overlapping this one's
+    def infer_many_impl(self, batches: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Outputs for each (checked) batch, in order, with the upload of the next batch overlapping this one's
         compute."""
-        if not self.is_active or self._executor is None:
+        if self._executor is None:
             raise RunnerError("tensorrt runner used before activate()")
         parts: list[dict[str, np.ndarray]] = []
         try:
@@ -233,5 +218,5 @@ class TensorRTRunner(Runner):
             raise RunnerError(f"{self.plan_path.name}: {exc}") from exc
 
     def infer_impl(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        (outputs,) = list(self.infer_many([batch]))
+        (outputs,) = list(self.infer_many_impl(iter([batch])))
         return outputs

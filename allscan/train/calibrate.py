@@ -14,6 +14,7 @@ from allscan.models.card import InputSpec
 from allscan.pipeline.colour import colour_statistics as raw_colour_statistics
 from allscan.pipeline.model_input import model_inputs
 from allscan.pipeline.segment import SegmentParams, segment
+from allscan.runtime.softmax import softmax
 from allscan.train.data import Sample
 from allscan.train.ood import OodScore, colour_statistics, fit_gaussian, min_mahalanobis
 
@@ -86,10 +87,7 @@ def forward_samples(
 
 def image_probabilities(logits: np.ndarray, view_image: np.ndarray, n_images: int, temperature: float):
     """Per-image probabilities: softmax(logits / T), averaged over an image's views (cells mode)."""
-    z = logits / temperature
-    z = z - z.max(1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(1, keepdims=True)
+    p = softmax(logits, temperature)
     out = np.full((n_images, logits.shape[1]), np.nan)
     for i in range(n_images):
         rows = p[view_image == i]

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from allscan.runtime.onnxrt import ort_session
+from allscan.runtime.softmax import softmax
+
 OPSET = 17
 PARITY_MAX_DP = 1e-4
 
 
 def export_onnx(model: nn.Module, path: Path, size: int, example: np.ndarray | None = None) -> float:
     """Write the ONNX file and return the max |delta softmax| between ONNX Runtime and torch on ``example``."""
-    import onnxruntime as ort
-
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.randn(2, 3, size, size)
@@ -39,17 +40,13 @@ def export_onnx(model: nn.Module, path: Path, size: int, example: np.ndarray | N
         )
     x = example if example is not None else np.random.default_rng(0).normal(size=(4, 3, size, size))
     x = x.astype(np.float32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     ort_logits = session.run(["logits"], {"image": x})[0]
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(x))[0].numpy()
-    delta = float(np.abs(_softmax(ort_logits) - _softmax(torch_logits)).max())
+    delta = float(np.abs(softmax(ort_logits) - softmax(torch_logits)).max())
     if delta > PARITY_MAX_DP:
         raise RuntimeError(f"ONNX Runtime vs torch parity failed: max |dp| = {delta:.2e} > {PARITY_MAX_DP}")
     return delta
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
