@@ -18,53 +18,27 @@ The images of *this* run are listed in the ``current`` table (streamed in, never
 ``todo`` where the journal has no matching result, and the tables are published from ``current`` joined with
 ``results``.
 
-A second ``allscan run`` on the same ``--out`` while one is active would interleave two runs' tables; an
-exclusive ``flock`` on the ``--out`` folder itself refuses it at once (see :class:`RunLock`). The kernel drops
-the lock when the holder dies, even by SIGKILL.
+The schema and its checks are :mod:`allscan.pipeline.journal_schema`; the lock that keeps a second run off the
+same ``--out`` is :mod:`allscan.pipeline.run_lock` (both re-exported here, where callers import them).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from allscan.io.names import escape_name, printable, unescape_name
 from allscan.pipeline.discover import JOURNAL_NAME, Found
+from allscan.pipeline.journal_schema import SCHEMA_VERSION, JournalDamaged, open_journal
+from allscan.pipeline.run_lock import LOCK_NAME, JournalLocked, RunLock
 
-LOCK_NAME = ".allscan.lock"
-SCHEMA_VERSION = "2"  # 2: inode and ctime_ns join the change key (a v1 journal is migrated in place)
 PAGE = 512  # rows per read of the todo list
 DAMAGED_PREFIX = ".allscan-journal.damaged-"
-_TABLES = ("meta", "results", "current")
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS results (
-    path TEXT NOT NULL, model_id TEXT NOT NULL, config TEXT NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, slide TEXT NOT NULL, image TEXT NOT NULL,
-    retry INTEGER NOT NULL,          -- 1: an error that may go away by itself (permission, I/O)
-    status TEXT NOT NULL, label_index INTEGER, probs TEXT, flags TEXT NOT NULL,
-    image_row TEXT NOT NULL,         -- JSON list: the images.csv cells
-    cell_rows TEXT NOT NULL,         -- JSON list of lists: the cells.csv cells
-    inode INTEGER NOT NULL DEFAULT 0, ctime_ns INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (path, model_id, config)
-);
-CREATE TABLE IF NOT EXISTS current (
-    seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, slide TEXT NOT NULL, image TEXT NOT NULL,
-    in_slide TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, error TEXT NOT NULL,
-    todo INTEGER NOT NULL DEFAULT 1,
-    inode INTEGER NOT NULL DEFAULT 0, ctime_ns INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 
 def _key(name: str) -> str:
@@ -75,128 +49,6 @@ def _key(name: str) -> str:
 def _name(key: str) -> str:
     """The name a journal key stands for (os.fsdecode's form, usable to open the file)."""
     return unescape_name(key)
-
-
-class JournalDamaged(Exception):
-    """The journal file is not a usable allscan journal (truncated, overwritten, another schema)."""
-
-
-def _expected_columns() -> dict[str, list[str]]:
-    """Each table's column names, as this allscan's schema makes them."""
-    with closing(sqlite3.connect(":memory:")) as db:
-        db.executescript(_SCHEMA)
-        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in _TABLES}
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """Open (or create) the journal; :class:`JournalDamaged` when the file is not a sound journal of our schema."""
-    db = sqlite3.connect(path)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        check = db.execute("PRAGMA quick_check(1)").fetchone()[0]  # reads every page: finds a truncated file
-        if check != "ok":
-            raise JournalDamaged(printable(str(check)))
-        db.executescript(_SCHEMA)
-        _migrate(db)
-        expected = _expected_columns()
-        for table, columns in expected.items():
-            found = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
-            if found != columns:
-                raise JournalDamaged(f"table {table} has columns {found}, not {columns}")
-        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif version[0] != SCHEMA_VERSION:
-            raise JournalDamaged(f"journal schema {version[0]}, this allscan writes {SCHEMA_VERSION}")
-        db.commit()
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-            raise JournalDamaged(str(exc)) from None
-        raise  # disk full, I/O error, read-only: a storage fault, not damage
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """A version 1 journal gains the inode and ctime_ns columns (0: its results are redone once, since nothing
-    proves the files did not change in the ways v1 could not see)."""
-    version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    if version is None or version[0] != "1":
-        return
-    for table in ("results", "current"):
-        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        for column in ("inode", "ctime_ns"):
-            if column not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
-
-
-class JournalLocked(Exception):
-    """Another run holds ``--out``; the message is one line for the user."""
-
-
-class RunLock:
-    """Exclusive, non-blocking lock on an output folder for the lifetime of a run.
-
-    The lock is an ``flock`` on the folder itself, which every run must open: deleting ``.allscan.lock`` (which
-    only names the holder's pid) cannot let a second run in. Where a file system cannot lock a folder (some
-    network file systems), the lock file is locked instead, as before.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.folder = Path(out_dir)
-        self.path = self.folder / LOCK_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise self._busy() from None
-        except OSError:  # no locks on folders here: lock the lock file
-            os.close(fd)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise self._busy() from None
-        self.fd = fd
-        self._write_pid()
-
-    def _write_pid(self) -> None:
-        """Name the holder in the lock file, for the message a refused run prints."""
-        with open(self.path, "w", encoding="ascii") as handle:
-            handle.write(str(os.getpid()))
-
-    def _busy(self) -> JournalLocked:
-        try:
-            holder = self.path.read_text(encoding="ascii", errors="replace").strip() or "unknown"
-        except OSError:
-            holder = "unknown"
-        return JournalLocked(
-            f"another allscan run (pid {holder}) is writing to {self.folder}; wait for it to finish "
-            "or choose another --out"
-        )
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @dataclass(frozen=True)
@@ -222,10 +74,10 @@ class Journal:
         self.config = config
         self.warning = ""  # set when a damaged journal was moved aside
         try:
-            self.db = _open(self.path)
+            self.db = open_journal(self.path)
         except JournalDamaged as exc:
             self.warning = self._move_aside(str(exc))
-            self.db = _open(self.path)
+            self.db = open_journal(self.path)
 
     @classmethod
     def existing(cls, out_dir: Path, model_id: str, config: str) -> Journal:
@@ -236,7 +88,7 @@ class Journal:
             raise JournalDamaged(f"no {JOURNAL_NAME}")
         journal = cls.__new__(cls)
         journal.path, journal.model_id, journal.config, journal.warning = path, model_id, config, ""
-        journal.db = _open(path)
+        journal.db = open_journal(path)
         return journal
 
     def _move_aside(self, reason: str) -> str:
@@ -440,3 +292,16 @@ class Journal:
                 (self.model_id, self.config),
             ).fetchone()[0]
         )
+
+
+__all__ = [
+    "DAMAGED_PREFIX",
+    "JOURNAL_NAME",
+    "LOCK_NAME",
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalDamaged",
+    "JournalLocked",
+    "RunLock",
+    "Stored",
+]
