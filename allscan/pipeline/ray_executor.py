@@ -19,6 +19,7 @@ import pickle
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -131,18 +132,7 @@ def ray_results(
     import ray
     from ray.data import DataContext
 
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # allscan logs what the user needs
-    started = False
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, ValueError, RuntimeError) as exc:  # no cluster at ADDR, a malformed ADDR
-            from allscan.pipeline.run import RunError
-
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RunError(f"cannot join the Ray cluster {address or '(local)'}: {first}") from None
-        started = True
+    started = _join(ray, address)
     try:
         context = DataContext.get_current()
         context.execution_options.preserve_order = True  # the journal and tables want discovery order
@@ -156,35 +146,69 @@ def ray_results(
             log(
                 f"ray: {len(items)} images on {ray.cluster_resources().get('CPU', 0):g} CPUs, {actors} inference actors"
             )
-        dataset = (
-            ray.data.from_items(items)
-            .map_batches(
-                _prepare_batch,
-                batch_size=CHUNK,
-                batch_format="numpy",
-                fn_kwargs={"settings": settings},
-                num_cpus=PREPARE_CPUS,
-            )
-            .map_batches(
-                _InferActor,
-                batch_size=batch_size,
-                batch_format="numpy",
-                fn_constructor_kwargs={"model": model, "backend": backend, "batch_size": batch_size},
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                **remote,
-            )
-        )
+        dataset = _dataset(ray, items, settings, model, backend, batch_size, remote, actors)
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            n = len(batch["result"])
-            if not n:
-                continue
-            yield RayBatch(
-                pairs=[pickle.loads(raw) for raw in batch["result"]],
-                infer_s=float(np.sum(batch["infer_s"])),
-                backend=str(batch["backend"][0]),
-                reason=str(batch["reason"][0]),
-                precision=str(batch["precision"][0]),
-            )
+            if len(batch["result"]):
+                yield _ray_batch(batch)
     finally:
         if started:
             ray.shutdown()
+
+
+def _join(ray: Any, address: str | None) -> bool:
+    """Join (or start) the cluster unless this process already did; True when this call initialised Ray."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # allscan logs what the user needs
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as exc:  # no cluster at ADDR, a malformed ADDR
+            from allscan.pipeline.config import RunError
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"cannot join the Ray cluster {address or '(local)'}: {first}") from None
+        started = True
+    return started
+
+
+def _dataset(
+    ray: Any,
+    items: list[dict[str, bytes]],
+    settings: PrepareSettings,
+    model: StoredModel,
+    backend: str,
+    batch_size: int,
+    remote: dict[str, float],
+    actors: int,
+) -> Any:
+    """The Ray Data plan: prepare as CPU tasks, then infer in a pool of ``actors`` runners."""
+    return (
+        ray.data.from_items(items)
+        .map_batches(
+            _prepare_batch,
+            batch_size=CHUNK,
+            batch_format="numpy",
+            fn_kwargs={"settings": settings},
+            num_cpus=PREPARE_CPUS,
+        )
+        .map_batches(
+            _InferActor,
+            batch_size=batch_size,
+            batch_format="numpy",
+            fn_constructor_kwargs={"model": model, "backend": backend, "batch_size": batch_size},
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            **remote,
+        )
+    )
+
+
+def _ray_batch(batch: dict[str, np.ndarray]) -> RayBatch:
+    """One actor call's columns as a :class:`RayBatch` (the runner facts are the same on every row)."""
+    return RayBatch(
+        pairs=[pickle.loads(raw) for raw in batch["result"]],
+        infer_s=float(np.sum(batch["infer_s"])),
+        backend=str(batch["backend"][0]),
+        reason=str(batch["reason"][0]),
+        precision=str(batch["precision"][0]),
+    )
