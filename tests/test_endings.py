@@ -52,7 +52,7 @@ def test_unexpected_exception_exits_3_with_one_line_and_a_traceback_log(
     def broken(*_args: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(run_module, "_publish", broken)
+    monkeypatch.setattr(run_module, "publish_journal", broken)
     code, lines = _cli(tmp_path / "in", tmp_path / "out")
     assert code == 3
     last = lines[-1]

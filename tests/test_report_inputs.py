@@ -10,6 +10,7 @@ from pipeline_synth import make_slides
 from report_synth import default_run, image_row, write_tables
 from test_decode import _png_header_only
 
+from allscan.cli.reporting import report_or_warn
 from allscan.pipeline.run import RunConfig, run_batch
 from allscan.report import write_report
 
@@ -24,6 +25,7 @@ def test_report_is_written_when_an_input_holds_a_decompression_bomb(tiny_store: 
     slide = next((tmp_path / "in").iterdir())
     (slide / "bomb.png").write_bytes(_png_header_only(40_000, 40_000))
     summary = run_batch(RunConfig(inputs=[tmp_path / "in"], out=tmp_path / "out", model="tiny", workers=0))
+    report_or_warn(summary.out_dir, summary)
     bomb = [r for r in _rows(tmp_path / "out") if r["image"].endswith("bomb.png")]
     assert bomb and bomb[0]["status"] == "error" and bomb[0]["error"].startswith("image too large")
     assert summary.report_path == tmp_path / "out" / "report.html" and summary.report_path.is_file()

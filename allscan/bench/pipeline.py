@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from allscan.pipeline.run import STAGES, RunConfig, run_batch
+from allscan.report import write_report
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def run_once(
     )
     cpu0, t0 = tree_cpu_s(), time.perf_counter()
     summary = run_batch(config)
+    if config.report:  # as allscan run does after the tables: the bench times the whole command
+        write_report(config.out)
     wall, cpu = time.perf_counter() - t0, tree_cpu_s() - cpu0
     return PipelineRun(
         images=summary.n_images,

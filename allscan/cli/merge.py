@@ -15,6 +15,7 @@ from rich.console import Console
 
 from allscan.cli.errors import reported
 from allscan.cli.options import NoReport, ResultsOut
+from allscan.cli.reporting import report_or_warn
 
 
 def merge(
@@ -35,7 +36,9 @@ def merge(
         console.print(f"allscan: {message}", highlight=False, soft_wrap=True)
 
     with reported("merge", out):  # MergeError: 2; storage faults and bugs: their documented exit codes
-        summary = merge_shards(MergeConfig(shards=list(shards), out=out, report=not no_report, log=log))
+        summary = merge_shards(MergeConfig(shards=list(shards), out=out, log=log))
+        if not no_report:
+            report_or_warn(out, summary)
     for warning in summary.warnings:
         log(f"warning: {warning}")
     if summary.n_error:

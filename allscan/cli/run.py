@@ -42,12 +42,13 @@ from allscan.cli.options import (
     ResultsOut,
     Workers,
 )
+from allscan.cli.reporting import report_or_warn
 from allscan.io.images import DEFAULT_MAX_PIXELS
 from allscan.models.store import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from allscan.pipeline.run import Progress as RunProgress
-    from allscan.pipeline.run import RunSummary
+    from allscan.pipeline.config import Progress as RunProgress
+    from allscan.pipeline.summary import RunSummary
 
 PLAIN_EVERY_S = 10.0  # plain progress lines: at most one per this many seconds
 
@@ -186,7 +187,8 @@ def run(
     executor: ExecutorOpt = Executor.local,
     ray_address: RayAddress = None,
 ) -> None:
-    """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/ and run.json."""
+    """Classify every image under INPUT... into images.csv, cells.csv, slides.csv, heatmaps/, run.json and
+    report.html."""
     from allscan.pipeline.faults import stop_on_sigterm
 
     stop_on_sigterm()  # before the heavy imports: a scheduler's stop request is honoured from here on
@@ -220,6 +222,8 @@ def run(
     )
     with reported("run", out, cleanup=reporter.close):
         summary = run_batch(config)
+        if not no_report:
+            report_or_warn(summary.out_dir, summary)
     _finish(summary, reporter, out)
 
 

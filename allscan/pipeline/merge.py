@@ -2,7 +2,7 @@
 
 Every shard's journal keeps each image's place in the *full* discovery (``seq``), so the shards' rows are
 interleaved back into the single run's order and written by the run's own table writer
-(:func:`allscan.pipeline.run.publish_tables`); nothing is concatenated. Before anything is written the shards
+(:func:`allscan.pipeline.publishing.publish_tables`); nothing is concatenated. Before anything is written the shards
 must agree (same model, options, tables version and discovery), be complete (every K of N once, every image
 with a result) and be idle (each shard's run lock is taken for the merge); otherwise :class:`MergeError` says
 which shard is wrong, in one line, and the output is left as it was.
@@ -25,10 +25,12 @@ from typing import Any
 from allscan.io.atomic import link_atomic
 from allscan.io.records import Counts, ImageRecord, RecordError, RunRecord, from_cells, read_run, write_run
 from allscan.io.records.run import to_json
+from allscan.pipeline.config import config_key
 from allscan.pipeline.discover import JOURNAL_NAME
 from allscan.pipeline.journal import Journal, JournalDamaged, JournalLocked, RunLock, Stored
-from allscan.pipeline.run import RunSummary, config_key, publish_tables, report_or_warn
+from allscan.pipeline.publishing import publish_tables
 from allscan.pipeline.shards import Shard
+from allscan.pipeline.summary import Published, RunSummary
 
 # run.json entries every shard must share with the first, and how a mismatch is named to the user.
 _AGREE: tuple[tuple[Callable[[RunRecord], Any], str], ...] = (
@@ -167,11 +169,10 @@ def _heatmap_linker(out: Path, classes: tuple[str, ...]) -> Callable[[ShardOut, 
 
 @dataclass
 class MergeConfig:
-    """``allscan merge``'s options."""
+    """``allscan merge``'s options (the report, a view of the merged tables, is the caller's to start)."""
 
     shards: list[Path]
     out: Path
-    report: bool = True
     log: Callable[[str], None] | None = None
 
 
@@ -187,7 +188,7 @@ def _check_out(config: MergeConfig) -> None:
 
 
 def merge_shards(config: MergeConfig) -> RunSummary:
-    """Publish the shards' tables, heatmaps, run.json and report into ``config.out`` as one run would."""
+    """Publish the shards' tables, heatmaps and run.json into ``config.out`` as one run would."""
     t0, started = time.perf_counter(), datetime.now(timezone.utc)
     log = config.log or (lambda _msg: None)
     _check_out(config)
@@ -197,7 +198,6 @@ def merge_shards(config: MergeConfig) -> RunSummary:
     out.mkdir(parents=True, exist_ok=True)
     first = shards[0].run
     classes = first.model.classes
-    summary = RunSummary(out_dir=out, model_id=first.model.id, backend="", backend_reason="", precision="")
     with ExitStack() as stack:
         try:
             stack.enter_context(RunLock(out))
@@ -208,18 +208,17 @@ def merge_shards(config: MergeConfig) -> RunSummary:
         discovered = first.shard.discovered["images"] if first.shard else None
         if listed != discovered:
             raise MergeError(f"the shards hold {listed} images, their discovery {discovered}; rerun the shards")
-        publish_tables(out, classes, merged_rows(shards, _heatmap_linker(out, classes)), summary)
-        _write_merged_run_json(out, shards, summary, started, time.perf_counter() - t0)
+        published = publish_tables(out, classes, merged_rows(shards, _heatmap_linker(out, classes)))
+        summary = _write_merged_run_json(out, shards, published, started, time.perf_counter() - t0)
     log(f"merged {len(shards)} shards: {summary.n_images} images in {summary.n_slides} slides")
-    if config.report:
-        summary.report_path = report_or_warn(out, log, summary)
     return summary
 
 
 def _write_merged_run_json(
-    out: Path, shards: list[ShardOut], summary: RunSummary, started: datetime, merge_s: float
-) -> None:
-    """run.json as one run writes it, plus ``shards``: each shard's counts, timings, versions and backend."""
+    out: Path, shards: list[ShardOut], published: Published, started: datetime, merge_s: float
+) -> RunSummary:
+    """run.json as one run writes it, plus ``shards``: each shard's counts, timings, versions and backend; returns
+    the merge's summary."""
     runs = [s.run for s in shards]
     first = runs[0]
     timings: dict[str, float] = {}
@@ -239,28 +238,48 @@ def _write_merged_run_json(
         precision=",".join(precisions),
         args={**first.args, "out": str(out), "shard": None},
         workers_used=max(r.workers_used for r in runs),
-        counts=Counts(
-            images=summary.n_images,
-            ok=summary.n_ok,
-            error=summary.n_error,
-            processed=processed,
-            reused=summary.n_images - processed,
-            flagged=summary.n_flagged,
-            slides=summary.n_slides,
-            per_class=summary.per_class,
-        ),
+        counts=_counts(published, processed),
         timings_s=timings,
         wall_s=round(wall, 4),
         images_per_s=round(processed / wall, 3) if wall > 0 else 0.0,
-        exit_code=summary.exit_code,
+        exit_code=1 if published.n_error else 0,
         warnings=tuple(f"shard {s.shard}: {w}" for s in shards for w in s.run.warnings),
         produced_by=None,
         shard=None,
         shards=tuple(_shard_entry(s) for s in shards),
     )
-    summary.n_processed, summary.n_reused, summary.wall_s = processed, summary.n_images - processed, wall
-    summary.warnings = list(record.warnings)
     write_run(out / "run.json", record)
+    return RunSummary(
+        out_dir=out,
+        model_id=first.model.id,
+        backend="",
+        backend_reason="",
+        precision="",
+        n_images=published.n_images,
+        n_ok=published.n_ok,
+        n_error=published.n_error,
+        n_processed=processed,
+        n_reused=published.n_images - processed,
+        n_flagged=published.n_flagged,
+        n_slides=published.n_slides,
+        per_class=published.per_class,
+        wall_s=wall,
+        warnings=list(record.warnings),
+    )
+
+
+def _counts(published: Published, processed: int) -> Counts:
+    """run.json ``counts`` of the merged tables; ``processed``: images the shards' own runs did."""
+    return Counts(
+        images=published.n_images,
+        ok=published.n_ok,
+        error=published.n_error,
+        processed=processed,
+        reused=published.n_images - processed,
+        flagged=published.n_flagged,
+        slides=published.n_slides,
+        per_class=published.per_class,
+    )
 
 
 def _shard_entry(s: ShardOut) -> dict[str, Any]:

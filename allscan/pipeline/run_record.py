@@ -18,7 +18,8 @@ from allscan.models.card import sha256_file
 from allscan.models.store import StoredModel
 
 if TYPE_CHECKING:
-    from allscan.pipeline.run import RunConfig, RunSummary
+    from allscan.pipeline.config import RunConfig
+    from allscan.pipeline.summary import RunSummary
 
 
 def versions() -> dict[str, str]:
