@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from allscan.cli import app
 from allscan.models.card import sha256_file
-from allscan.models.conformance import REQUIRED_OUTPUTS
+from allscan.runtime.conformance import REQUIRED_OUTPUTS
 from allscan.runtime.base import REQUIRED_OUTPUTS as RUNNER_OUTPUTS
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from allscan.models.conformance import check_model
+from allscan.runtime.conformance import check_model
 from allscan.models.store import ModelStoreError, StoredModel, load_model
 from allscan.pipeline.config import (
     EXECUTORS,
