@@ -150,7 +150,7 @@ def _interrupt(tmp_path: Path, send: object, expected: int) -> None:
         time.sleep(0.05)
     send(proc)  # type: ignore[operator]
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == expected, stderr
+    assert proc.returncode == expected, f"journaled {_journaled(out)}, tables {(out / 'images.csv').exists()}: {stderr}"
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "rerun to resume" in lines[0], stderr  # no worker tracebacks, no leak warnings
     done = _journaled(out)
