@@ -21,7 +21,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ["allscan/runtime/tensorrt.py", "allscan/runtime/engine_build.py", "allscan/runtime/pipelined.py"]
+CHECKED = [
+    "allscan/runtime/tensorrt.py",
+    "allscan/runtime/engine_build.py",
+    "allscan/runtime/trt_plan.py",
+    "allscan/runtime/pipelined.py",
+]
 BAD_USE = """
 import tensorrt as trt
 

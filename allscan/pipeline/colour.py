@@ -26,23 +26,31 @@ def lab(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
 
 
-def colour_statistics(bgr: np.ndarray) -> np.ndarray:
+def colour_statistics(bgr: np.ndarray, lab_image: np.ndarray | None = None) -> np.ndarray:
     """float64 [6]: mean and standard deviation of L, a, b over the whole image (the Reinhard statistics).
 
     These are the numbers a stain swap replaces, so an image recoloured with another in-distribution image's stain
     keeps in-distribution colour statistics, while a foreign lab's stain moves them. OpenCV accumulates in double
     in one pass: within 1e-12 (relative) of numpy's two-pass mean/std over a float64 copy, at a tenth of its cost.
+    ``lab_image``: ``lab(bgr)`` when the caller already has it (the float LAB conversion is most of the cost).
     """
-    mean, std = cv2.meanStdDev(lab(bgr))
+    mean, std = cv2.meanStdDev(lab(bgr) if lab_image is None else lab_image)
     return np.concatenate([mean.ravel(), std.ravel()]).astype(np.float64)
 
 
-def normalised_lightness(bgr: np.ndarray) -> np.ndarray:
-    """uint8 [H, W]: the LAB lightness, z-scored over the image, as ``z * 40 + 128`` clipped to 0-255."""
-    light = lab(bgr)[:, :, 0]
+def normalised_lightness(bgr: np.ndarray, lab_image: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W]: the LAB lightness, z-scored over the image, as ``z * 40 + 128`` clipped to 0-255.
+
+    ``lab_image``: ``lab(bgr)`` when the caller already has it. The arithmetic runs in place on one float32
+    buffer: the same float32 operations in the same order as ``np.clip((L - m) * k + 128 + 0.5, 0, 255)``."""
+    light = (lab(bgr) if lab_image is None else lab_image)[:, :, 0]
     mean, std = float(light.mean()), float(light.std())
-    z = (light - mean) * (LIGHTNESS_SCALE / max(std, 1e-3)) + LIGHTNESS_CENTRE
-    return np.clip(z + 0.5, 0, 255).astype(np.uint8)
+    z = light - mean
+    z *= LIGHTNESS_SCALE / max(std, 1e-3)
+    z += LIGHTNESS_CENTRE
+    z += 0.5
+    np.clip(z, 0, 255, out=z)
+    return z.astype(np.uint8)
 
 
 def apply_colour(bgr: np.ndarray, mode: str) -> np.ndarray:

@@ -61,18 +61,19 @@ def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def to_tensor(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+def to_tensor(bgr: np.ndarray, spec: InputSpec, lab_image: np.ndarray | None = None) -> np.ndarray:
     """Resize to the card's size, apply the card's colour transform, reorder colours and normalise.
 
     Training calls :func:`resize_view`, augments, then :func:`apply_colour` and :func:`normalise` in the same order,
     so an unaugmented training view is exactly what inference feeds. A ``lightness`` view is one grey plane in
     three channels: it is normalised once per channel from the plane (the same float32 operations per value, so the
-    same numbers, without building the 3-channel 8-bit image and transposing it).
+    same numbers, without building the 3-channel 8-bit image and transposing it). ``lab_image`` is
+    ``colour.lab(bgr)`` when the caller has it; it is used only when ``bgr`` needs no resizing.
     """
     resized = resize_view(bgr, spec)
     if spec.colour != "lightness":
         return normalise(apply_colour(resized, spec.colour), spec)
-    plane = normalised_lightness(resized).astype(np.float32) * (1.0 / 255.0)
+    plane = normalised_lightness(resized, lab_image if resized is bgr else None).astype(np.float32) * (1.0 / 255.0)
     mean, std = np.asarray(spec.mean, dtype=np.float32), np.asarray(spec.std, dtype=np.float32)
     out = np.empty((3, *plane.shape), dtype=np.float32)
     for c in range(3):
@@ -94,6 +95,12 @@ def model_view(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> list[np.n
     return [bgr]
 
 
-def model_inputs(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> np.ndarray:
-    """float32 [k, 3, size, size]: k = 1 for 'full' and 'masked', the number of cells for 'cells'."""
-    return np.stack([to_tensor(view, spec) for view in model_view(bgr, seg, spec)])
+def model_inputs(
+    bgr: np.ndarray, seg: Segmentation, spec: InputSpec, lab_image: np.ndarray | None = None
+) -> np.ndarray:
+    """float32 [k, 3, size, size]: k = 1 for 'full' and 'masked', the number of cells for 'cells'.
+
+    ``lab_image`` (``colour.lab(bgr)``, which the worker also needs for the colour statistics) is reused for a
+    view that is the whole field at the card's size: the float LAB conversion is then done once per image."""
+    views = model_view(bgr, seg, spec)
+    return np.stack([to_tensor(view, spec, lab_image if view is bgr else None) for view in views])

@@ -95,14 +95,25 @@ def stain_cut(bgr: np.ndarray, hsv: np.ndarray, params: SegmentParams) -> tuple[
     cells; inside it Otsu splits saturation into stained cells and faint tint, clamped so that a field without
     white cells is not split at noise level and one very dark cell cannot hide paler ones.
     """
-    h, s = hsv[..., 0], hsv[..., 1]
-    band = (h >= params.hue_low) & (h <= params.hue_high) & (purple_excess(bgr) >= params.min_purple_excess)
-    values = s[band]
+    h, s = cv2.extractChannel(hsv, 0), cv2.extractChannel(hsv, 1)
+    in_hue = cv2.inRange(h, params.hue_low, params.hue_high) > 0  # h >= low & h <= high, in one pass
+    inside = in_hue & _absorbs_green(bgr, params.min_purple_excess)
+    values = s[inside]
     if values.size < 16:
         return np.zeros(h.shape, dtype=np.uint8), float(params.min_saturation)
     cut, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     cut = float(min(max(cut, params.min_saturation), params.max_saturation_cut))
-    return (band & (s > cut)).astype(np.uint8), cut
+    return (inside & (s > cut)).astype(np.uint8), cut
+
+
+def _absorbs_green(bgr: np.ndarray, floor: int) -> np.ndarray:
+    """bool: ``purple_excess(bgr) >= floor``, in 8-bit arithmetic where that is exact (a saturating
+    difference min(R, B) - G is >= a positive floor exactly when the signed one is)."""
+    if floor < 1:
+        return purple_excess(bgr) >= floor
+    b, g, r = cv2.split(bgr)
+    excess = np.asarray(cv2.subtract(cv2.min(r, b), g))  # saturates at 0 where G exceeds min(R, B)
+    return excess >= floor
 
 
 def _clean(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
@@ -118,6 +129,14 @@ def _clean(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
     return filled
 
 
+def _run_starts(sorted_ids: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values begins in a sorted, non-empty array (the first is 0)."""
+    change = np.empty(sorted_ids.size, dtype=bool)
+    change[0] = True
+    np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
 def _component_max(comp: np.ndarray, dist: np.ndarray, n: int) -> np.ndarray:
     """float32 [n]: each component's largest distance (0 for the background), from its own pixels only, sorted
     once and reduced per run: the same maxima as ``np.maximum.at`` over the whole image at a fraction of its cost."""
@@ -127,7 +146,7 @@ def _component_max(comp: np.ndarray, dist: np.ndarray, n: int) -> np.ndarray:
         ids = comp.ravel()[inside]
         order = np.argsort(ids, kind="stable")
         ids, values = ids[order], dist.ravel()[inside][order]
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        starts = _run_starts(ids)
         dmax[ids[starts]] = np.maximum.reduceat(values, starts)
     return dmax
 
@@ -142,16 +161,18 @@ def _split(mask: np.ndarray, bgr: np.ndarray, params: SegmentParams) -> np.ndarr
     # every pixel compared with its own component's threshold, rounded to float32 as the comparison always was.
     dmax = _component_max(comp, dist, n)
     threshold = (params.peak_frac * dmax.astype(np.float64)).astype(np.float32)
-    peaks = ((comp > 0) & (dist >= threshold[comp])).astype(np.uint8)
-    n_markers, markers = cv2.connectedComponents(peaks, connectivity=8)
-    markers = markers.astype(np.int32) + 1  # 1 = sure background
-    unknown = (mask > 0) & (peaks == 0)
-    markers[unknown] = 0
+    threshold[0] = np.inf  # the background (label 0) is never a peak
+    peaks = (dist >= threshold[comp]).view(np.uint8)  # bool as 0/1 bytes
+    _, markers = cv2.connectedComponents(peaks, connectivity=8)  # int32; 0 wherever peaks is 0
+    # Markers: k + 1 on peak k, 0 (unknown, to flood) on the rest of the mask, 1 (sure background) elsewhere;
+    # mask and peaks are 0/1, so this is markers + peaks + (mask == 0) summed in place.
+    markers += peaks
+    markers += 1 - mask
     cv2.watershed(np.ascontiguousarray(bgr), markers)
-    labels = markers - 1
-    labels[labels < 0] = 0  # watershed lines (-1) and background
-    labels[mask == 0] = 0
-    return labels.astype(np.int32)
+    markers -= 1
+    np.maximum(markers, 0, out=markers)  # watershed lines (-1 - 1) and the background (1 - 1) become 0
+    markers *= mask  # line pixels the flood assigned outside the mask
+    return markers
 
 
 def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -161,10 +182,10 @@ def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, ...]:
     values = labels[ys, xs]
     order = np.argsort(values, kind="stable")
     values, ys, xs = values[order], ys[order], xs[order]
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    starts = _run_starts(values)
     return (
         values[starts],
-        np.diff(np.r_[starts, values.size]),
+        np.diff(np.append(starts, values.size)),
         np.minimum.reduceat(ys, starts),
         np.maximum.reduceat(ys, starts),
         np.minimum.reduceat(xs, starts),

@@ -23,7 +23,7 @@ import numpy as np
 
 from allscan.io.images import DEFAULT_MAX_PIXELS, WORKING_SIDE, ImageReadError, decode_image
 from allscan.models.card import InputSpec
-from allscan.pipeline.colour import colour_statistics
+from allscan.pipeline.colour import colour_statistics, lab
 from allscan.pipeline.discover import Found
 from allscan.pipeline.model_input import cell_boxes, model_inputs
 from allscan.pipeline.segment import Cell, SegmentParams, segment
@@ -104,8 +104,9 @@ def prepare(found: Found, settings: PrepareSettings) -> Prepared:
     try:
         seg = segment(decoded.bgr, settings.segment_params)
         t2 = time.perf_counter()
-        tensors = model_inputs(decoded.bgr, seg, settings.spec)
-        colour = colour_statistics(decoded.bgr) if settings.spec.colour != "rgb" else None
+        field_lab = lab(decoded.bgr) if settings.spec.colour != "rgb" else None  # shared by the two below
+        tensors = model_inputs(decoded.bgr, seg, settings.spec, field_lab)
+        colour = colour_statistics(decoded.bgr, field_lab) if field_lab is not None else None
         boxes = None
         if settings.spec.mode == "cells" and seg.cells:
             boxes = cell_boxes(seg, settings.spec, decoded.bgr.shape[:2])

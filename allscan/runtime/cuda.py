@@ -6,17 +6,16 @@ tries pycuda (the user's choice), then cuda-python (``cuda.bindings.runtime``, N
 for ``allscan doctor`` only, ``nvidia-smi`` (it can describe a GPU, it cannot prove the driver works for us).
 
 Buffers and streams come behind one small :class:`CudaBackend` interface with a pycuda and a cuda-python
-implementation, so the TensorRT runner's double buffering is written once (and tested with a fake backend).
+implementation (``cuda_pycuda.py``, ``cuda_cudart.py``, imported only by :func:`open_backend`), so the
+TensorRT runner's double buffering is written once (and tested with a fake backend).
 Nothing here is imported at module load: pycuda and cuda-python are imported inside functions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -250,108 +249,7 @@ class CudaBackend(Protocol):
     def close(self) -> None: ...
 
 
-# --- pycuda -------------------------------------------------------------------------------------------------
-
-
-class _PycudaBuffer:
-    def __init__(self, drv: Any, nbytes: int) -> None:
-        self.alloc = drv.mem_alloc(max(1, nbytes))
-        self.nbytes = nbytes
-
-    @property
-    def ptr(self) -> int:
-        return int(self.alloc)
-
-    def free(self) -> None:
-        self.alloc.free()
-
-
-class PycudaBackend:
-    """pycuda on the device's *primary* context, the one the CUDA runtime (and so TensorRT) uses too."""
-
-    name = "pycuda"
-
-    def __init__(self, device: int = 0) -> None:
-        import pycuda.driver as drv  # type: ignore[import-not-found,unused-ignore]
-
-        drv.init()
-        self.drv = drv
-        self.context = drv.Device(device).retain_primary_context()
-        self._pinned: list[np.ndarray] = []
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        # Driver-API contexts are per thread: push for each call so a pipeline thread other than the one that
-        # activated the runner can use it.
-        self.context.push()
-        try:
-            yield
-        finally:
-            self.drv.Context.pop()
-
-    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        array: np.ndarray = self.drv.pagelocked_empty(shape, dtype)
-        self._pinned.append(array)
-        return array
-
-    def device_alloc(self, nbytes: int) -> DeviceBuffer:
-        return _PycudaBuffer(self.drv, nbytes)
-
-    def stream(self) -> Stream:
-        return _PycudaStream(self.drv.Stream())
-
-    def event(self) -> Event:
-        return _PycudaEvent(self.drv.Event())
-
-    def htod_async(self, dst: DeviceBuffer, src: np.ndarray, stream: Stream) -> None:
-        assert isinstance(stream, _PycudaStream)
-        self.drv.memcpy_htod_async(dst.ptr, src, stream.raw)
-
-    def dtoh_async(self, dst: np.ndarray, src: DeviceBuffer, stream: Stream) -> None:
-        assert isinstance(stream, _PycudaStream)
-        self.drv.memcpy_dtoh_async(dst, src.ptr, stream.raw)
-
-    def wait_event(self, stream: Stream, event: Event) -> None:
-        assert isinstance(stream, _PycudaStream) and isinstance(event, _PycudaEvent)
-        stream.raw.wait_for_event(event.raw)
-
-    def close(self) -> None:
-        # Free page-locked memory while the context is current, rather than whenever the arrays are collected.
-        with contextlib.suppress(Exception), self.scope():
-            for array in self._pinned:
-                base = getattr(array, "base", None)
-                if base is not None and hasattr(base, "free"):
-                    base.free()
-        self._pinned.clear()
-        with contextlib.suppress(Exception):
-            self.context.detach()
-
-
-class _PycudaStream:
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-
-    @property
-    def handle(self) -> int:
-        return int(self.raw.handle)
-
-    def synchronize(self) -> None:
-        self.raw.synchronize()
-
-
-class _PycudaEvent:
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-
-    def record(self, stream: Stream) -> None:
-        assert isinstance(stream, _PycudaStream)
-        self.raw.record(stream.raw)
-
-    def synchronize(self) -> None:
-        self.raw.synchronize()
-
-
-# --- cuda-python --------------------------------------------------------------------------------------------
+# --- cuda-python error checks (the probe and cuda_cudart.py use them) ----------------------------------------
 
 
 def _cudart_error(cudart: Any, err: Any) -> str:
@@ -373,120 +271,6 @@ def check_cudart(cudart: Any, result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-class _CudartBuffer:
-    def __init__(self, cudart: Any, nbytes: int) -> None:
-        self.cudart = cudart
-        self._ptr = int(check_cudart(cudart, cudart.cudaMalloc(max(1, nbytes))))
-        self.nbytes = nbytes
-
-    @property
-    def ptr(self) -> int:
-        return self._ptr
-
-    def free(self) -> None:
-        if self._ptr:
-            check_cudart(self.cudart, self.cudart.cudaFree(self._ptr))
-            self._ptr = 0
-
-
-class _CudartStream:
-    def __init__(self, cudart: Any) -> None:
-        self.cudart = cudart
-        self.raw = check_cudart(cudart, cudart.cudaStreamCreate())
-
-    @property
-    def handle(self) -> int:
-        return int(self.raw)
-
-    def synchronize(self) -> None:
-        check_cudart(self.cudart, self.cudart.cudaStreamSynchronize(self.raw))
-
-
-class _CudartEvent:
-    def __init__(self, cudart: Any) -> None:
-        self.cudart = cudart
-        self.raw = check_cudart(cudart, cudart.cudaEventCreate())
-
-    def record(self, stream: Stream) -> None:
-        assert isinstance(stream, _CudartStream)
-        check_cudart(self.cudart, self.cudart.cudaEventRecord(self.raw, stream.raw))
-
-    def synchronize(self) -> None:
-        check_cudart(self.cudart, self.cudart.cudaEventSynchronize(self.raw))
-
-
-class CudartBackend:
-    """cuda-python's runtime API: pinned memory from ``cudaMallocHost`` viewed as numpy arrays."""
-
-    name = "cuda-python"
-
-    def __init__(self, device: int = 0) -> None:
-        self.cudart = import_cudart()
-        self.device = device
-        check_cudart(self.cudart, self.cudart.cudaSetDevice(device))
-        self._host_ptrs: list[int] = []
-        self._objects: list[Any] = []
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        # The runtime API binds the device per thread; setting it is cheap and makes any thread safe to use.
-        check_cudart(self.cudart, self.cudart.cudaSetDevice(self.device))
-        yield
-
-    def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
-        ptr = int(check_cudart(self.cudart, self.cudart.cudaMallocHost(nbytes)))
-        self._host_ptrs.append(ptr)
-        raw = (ctypes.c_byte * nbytes).from_address(ptr)
-        return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-    def device_alloc(self, nbytes: int) -> DeviceBuffer:
-        buf = _CudartBuffer(self.cudart, nbytes)
-        self._objects.append(buf)
-        return buf
-
-    def stream(self) -> Stream:
-        stream = _CudartStream(self.cudart)
-        self._objects.append(stream)
-        return stream
-
-    def event(self) -> Event:
-        event = _CudartEvent(self.cudart)
-        self._objects.append(event)
-        return event
-
-    def htod_async(self, dst: DeviceBuffer, src: np.ndarray, stream: Stream) -> None:
-        assert isinstance(stream, _CudartStream) and src.flags.c_contiguous and src.nbytes <= dst.nbytes
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check_cudart(self.cudart, self.cudart.cudaMemcpyAsync(dst.ptr, src.ctypes.data, src.nbytes, kind, stream.raw))
-
-    def dtoh_async(self, dst: np.ndarray, src: DeviceBuffer, stream: Stream) -> None:
-        assert isinstance(stream, _CudartStream) and dst.flags.c_contiguous and dst.nbytes <= src.nbytes
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check_cudart(self.cudart, self.cudart.cudaMemcpyAsync(dst.ctypes.data, src.ptr, dst.nbytes, kind, stream.raw))
-
-    def wait_event(self, stream: Stream, event: Event) -> None:
-        assert isinstance(stream, _CudartStream) and isinstance(event, _CudartEvent)
-        check_cudart(self.cudart, self.cudart.cudaStreamWaitEvent(stream.raw, event.raw, 0))
-
-    def close(self) -> None:
-        cudart = self.cudart
-        for obj in self._objects:
-            with contextlib.suppress(Exception):
-                if isinstance(obj, _CudartBuffer):
-                    obj.free()
-                elif isinstance(obj, _CudartStream):
-                    cudart.cudaStreamDestroy(obj.raw)
-                elif isinstance(obj, _CudartEvent):
-                    cudart.cudaEventDestroy(obj.raw)
-        for ptr in self._host_ptrs:
-            with contextlib.suppress(Exception):
-                cudart.cudaFreeHost(ptr)
-        self._objects.clear()
-        self._host_ptrs.clear()
-
-
 def open_backend(device: int = 0, prefer: str | None = None) -> CudaBackend:
     """pycuda when installed (the user's choice), else cuda-python; CudaError naming both when neither
     works."""
@@ -497,9 +281,20 @@ def open_backend(device: int = 0, prefer: str | None = None) -> CudaBackend:
     problems = []
     for name in order:
         try:
-            return PycudaBackend(device) if name == "pycuda" else CudartBackend(device)
+            return _backend(name, device)
         except ImportError:
             problems.append(f"{name} not installed")
         except Exception as exc:  # noqa: BLE001
             problems.append(f"{name}: {_first_line(exc)}")
     raise CudaError("no CUDA binding usable: " + "; ".join(problems))
+
+
+def _backend(name: str, device: int) -> CudaBackend:
+    """Each binding's backend lives in its own module, imported only when asked for."""
+    if name == "pycuda":
+        from allscan.runtime.cuda_pycuda import PycudaBackend
+
+        return PycudaBackend(device)
+    from allscan.runtime.cuda_cudart import CudartBackend
+
+    return CudartBackend(device)

@@ -1,7 +1,7 @@
 """Build a TensorRT FP16 engine for one model on this GPU, gate it on parity, install it with its sidecar.
 
 Polygraphy's loader pattern: each step is a lazy callable wrapping the previous one, and nothing is built
-until the last is called (``EngineFromPlan``, the loader the TensorRT runner runs from, is one too)::
+until the last is called (``trt_plan.EngineFromPlan``, the loader the TensorRT runner runs from, is one too)::
 
     plan = SerializedEngineFromNetwork(NetworkFromOnnxPath(Fp16OnnxFromPath(onnx, cache)), profile, ...)()
 
@@ -33,14 +33,13 @@ from allscan.runtime.fp16 import Parity, ParityAccumulator, block_list, convert_
 from allscan.runtime.sidecar import (
     PLAN_SUFFIX,
     SIDECAR_SUFFIX,
-    MachineInfo,
     Sidecar,
-    check_sidecar,
     engine_stem,
     slug,
     write_sidecar,
 )
-from allscan.runtime.tensorrt import INSTALL_HINT, LoadedEngine, TensorRTRunner, import_tensorrt, tensorrt_status
+from allscan.runtime.tensorrt import INSTALL_HINT, TensorRTRunner, import_tensorrt, tensorrt_status
+from allscan.runtime.trt_plan import EngineFromPlan as EngineFromPlan  # the run-time loader, re-exported
 
 if TYPE_CHECKING:
     import tensorrt as trt_t
@@ -186,75 +185,6 @@ class SerializedEngineFromNetwork:
         return bytes(plan)
 
 
-class EngineFromPlan:
-    """Loader: a serialized plan deserialized on this GPU, after its sidecar said it may be.
-
-    Each step refuses with one line before the next can crash: a CUDA device answers (a ``trt.Runtime`` made
-    without a driver segfaults later), TensorRT is really installed, the sidecar matches this GPU, TensorRT
-    version and model and the plan's bytes match the sidecar, and only then ``deserialize_cuda_engine``.
-    ``sidecar`` None skips the sidecar check: only for ``build-engine``'s parity gate on its own fresh plan.
-    """
-
-    def __init__(
-        self,
-        plan_path: Path,
-        sidecar: Sidecar | None,
-        model_name: str = "",
-        onnx_sha256: str | None = None,
-        device: int = 0,
-        cuda_backend: str | None = None,
-    ) -> None:
-        self.plan_path = Path(plan_path)
-        self.sidecar = sidecar
-        self.model_name = model_name or (sidecar.model_name if sidecar else "")
-        self.onnx_sha256 = onnx_sha256
-        self.device = device
-        self.cuda_backend = cuda_backend
-        self.fix = f"run `allscan build-engine --model {self.model_name}`" if self.model_name else "rebuild the engine"
-
-    def _checked_plan(self) -> bytes:
-        probe = cuda.probe_cuda()
-        if not probe.usable:
-            raise RunnerError(f"TensorRT needs a CUDA GPU: {probe.reason}; use --backend onnxruntime")
-        version, problem = tensorrt_status()
-        if version is None:
-            raise RunnerError(f"{problem}; {INSTALL_HINT}")
-        if self.sidecar is not None:
-            gpu = probe.devices[self.device]
-            usable, reason = check_sidecar(
-                self.sidecar, MachineInfo(gpu.name, gpu.cc, version), self.onnx_sha256, self.plan_path.parent
-            )
-            if not usable:
-                raise RunnerError(f"{self.plan_path.name}: {reason}; {self.fix}")
-        try:
-            return self.plan_path.read_bytes()
-        except OSError as exc:
-            raise RunnerError(f"{self.plan_path}: cannot read plan ({exc.strerror}); {self.fix}") from exc
-
-    def __call__(self) -> LoadedEngine:
-        plan = self._checked_plan()
-        try:
-            backend = cuda.open_backend(self.device, self.cuda_backend)
-        except cuda.CudaError as exc:
-            raise RunnerError(f"{exc}; {INSTALL_HINT}") from exc
-        loaded = LoadedEngine(backend, None, None, self.plan_path.name, self.fix)
-        try:
-            with backend.scope():
-                import tensorrt as trt  # typed by tensorrt-stubs; tensorrt_status() proved it is real
-
-                loaded.runtime = runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-                loaded.engine = runtime.deserialize_cuda_engine(plan)
-        except BaseException:
-            loaded.release()
-            raise
-        if loaded.engine is None:
-            loaded.release()
-            raise RunnerError(
-                f"{self.plan_path.name}: TensorRT could not deserialize the plan (its log says why); {self.fix}"
-            )
-        return loaded
-
-
 def timing_cache_path(gpu_name: str, compute_capability: str, trt_version: str) -> Path:
     """One timing cache per GPU model and TensorRT version, shared by all models in the store."""
     name = f"{slug(gpu_name)}-sm{compute_capability.replace('.', '')}-trt{trt_version}.cache"
@@ -313,6 +243,75 @@ class BuildResult:
     message: str
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What one build is for, settled (and checked) before anything is built."""
+
+    probe: cuda.CudaProbe
+    gpu: cuda.GpuInfo
+    trt_version: str
+    onnx_sha: str
+    profile: ProfileSpec
+    stem: str
+    cache: Path
+    workspace: int
+
+
+def _target(model: StoredModel, options: BuildOptions, device: int) -> _Target:
+    """The GPU, TensorRT version, shapes and file names of this build; EngineBuildError when it cannot run."""
+    probe, trt = preflight(model.card.name)
+    if not 1 <= options.max_batch <= 4096:
+        raise EngineBuildError(f"--max-batch must be between 1 and 4096, not {options.max_batch}")
+    gpu = probe.devices[device]
+    trt_version = str(trt.__version__)
+    size = model.card.input.size
+    return _Target(
+        probe=probe,
+        gpu=gpu,
+        trt_version=trt_version,
+        onnx_sha=model.card.onnx_sha256 or sha256_file(model.onnx_path),
+        profile=ProfileSpec("image", (3, size, size), 1, options.opt, options.max_batch),
+        stem=engine_stem(model.card.model_id, "fp16", options.max_batch, trt_version, gpu.cc, gpu.name),
+        cache=timing_cache_path(gpu.name, gpu.cc, trt_version),
+        workspace=int(options.workspace_gb * GiB),
+    )
+
+
+def _sidecar(model: StoredModel, target: _Target, plan: Path, fp16_path: Path, parity: Parity, force: bool) -> Sidecar:
+    """The plan's sidecar: everything ``check_sidecar`` compares before a later run may deserialize it."""
+    probe, gpu = target.probe, target.gpu
+    return Sidecar(
+        model_name=model.card.name,
+        model_id=model.card.model_id,
+        onnx_sha256=target.onnx_sha,
+        precision="fp16",
+        plan_file=target.stem + PLAN_SUFFIX,
+        plan_sha256=sha256_file(plan),
+        plan_bytes=plan.stat().st_size,
+        tensorrt_version=target.trt_version,
+        gpu_name=gpu.name,
+        compute_capability=gpu.cc,
+        input_name=target.profile.input_name,
+        profile=target.profile.shapes(),
+        build={
+            "strongly_typed": True,
+            "builder_fp16_flag": False,
+            "fp16_onnx": fp16_path.name,
+            "fp16_onnx_sha256": sha256_file(fp16_path),
+            "fp32_ops": block_list(),
+            "workspace_bytes": target.workspace,
+            "timing_cache": target.cache.name,
+            "cuda_backend": "pycuda" if "pycuda" in probe.bindings else "cuda-python",
+        },
+        parity={**parity.to_dict(), "reference": "onnxruntime-cpu-fp32"},
+        forced=not parity.passed and force,
+        cuda_driver=probe.driver_version,
+        cuda_runtime=probe.runtime_version,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        allscan_version=__version__,
+    )
+
+
 def build_engine(
     model: StoredModel,
     options: BuildOptions,
@@ -326,15 +325,7 @@ def build_engine(
     images.
     """
     name = model.card.name
-    probe, trt = preflight(name)
-    if not 1 <= options.max_batch <= 4096:
-        raise EngineBuildError(f"--max-batch must be between 1 and 4096, not {options.max_batch}")
-    gpu = probe.devices[device]
-    trt_version = str(trt.__version__)
-    onnx_sha = model.card.onnx_sha256 or sha256_file(model.onnx_path)
-    size = model.card.input.size
-    profile = ProfileSpec("image", (3, size, size), 1, options.opt, options.max_batch)
-    stem = engine_stem(model.card.model_id, "fp16", options.max_batch, trt_version, gpu.cc, gpu.name)
+    target = _target(model, options, device)
     model.trt_dir.mkdir(parents=True, exist_ok=True)
     batches = validation_batches(options.opt)
     if not batches:
@@ -342,11 +333,10 @@ def build_engine(
             f"no validation images for the parity gate of {name!r}: list them in card.json "
             "(training.validation_images) or put images in sample_images/"
         )
-
-    fp16_loader = Fp16OnnxFromPath(model.onnx_path, model.trt_dir / "model.fp16.onnx", onnx_sha)
-    cache = timing_cache_path(gpu.name, gpu.cc, trt_version)
-    workspace = int(options.workspace_gb * GiB)
-    engine_loader = SerializedEngineFromNetwork(NetworkFromOnnxPath(fp16_loader), profile, workspace, cache)
+    fp16_loader = Fp16OnnxFromPath(model.onnx_path, model.trt_dir / "model.fp16.onnx", target.onnx_sha)
+    network = NetworkFromOnnxPath(fp16_loader)
+    engine_loader = SerializedEngineFromNetwork(network, target.profile, target.workspace, target.cache)
+    gpu, stem = target.gpu, target.stem
     log(f"building {stem}{PLAN_SUFFIX} (FP16, batch 1/{options.opt}/{options.max_batch}) on {gpu.name}")
     plan_bytes = engine_loader()
     if engine_loader.timing_cache_note:
@@ -355,38 +345,7 @@ def build_engine(
     tmp_plan = model.trt_dir / f".building-{stem}{PLAN_SUFFIX}"
     tmp_plan.write_bytes(plan_bytes)
     parity = _parity_of_new_plan(model, tmp_plan, device, batches)
-
-    fp16_path = fp16_loader()
-    sidecar = Sidecar(
-        model_name=name,
-        model_id=model.card.model_id,
-        onnx_sha256=onnx_sha,
-        precision="fp16",
-        plan_file=stem + PLAN_SUFFIX,
-        plan_sha256=sha256_file(tmp_plan),
-        plan_bytes=len(plan_bytes),
-        tensorrt_version=trt_version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.cc,
-        input_name=profile.input_name,
-        profile=profile.shapes(),
-        build={
-            "strongly_typed": True,
-            "builder_fp16_flag": False,
-            "fp16_onnx": fp16_path.name,
-            "fp16_onnx_sha256": sha256_file(fp16_path),
-            "fp32_ops": block_list(),
-            "workspace_bytes": workspace,
-            "timing_cache": cache.name,
-            "cuda_backend": "pycuda" if "pycuda" in probe.bindings else "cuda-python",
-        },
-        parity={**parity.to_dict(), "reference": "onnxruntime-cpu-fp32"},
-        forced=not parity.passed and options.force,
-        cuda_driver=probe.driver_version,
-        cuda_runtime=probe.runtime_version,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        allscan_version=__version__,
-    )
+    sidecar = _sidecar(model, target, tmp_plan, fp16_loader(), parity, options.force)
     if not parity.passed and not options.force:
         tmp_plan.unlink(missing_ok=True)
         return BuildResult(None, sidecar, parity, False, f"{parity.line()}; engine NOT installed (--force installs it)")

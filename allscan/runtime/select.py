@@ -61,8 +61,8 @@ def select_runner(model: StoredModel, backend: str = "auto", batch_size: int = 1
         )
     engine, reason, fix = usable_engine(model, batch_size)
     if engine is not None and engine.sidecar is not None:
-        from allscan.runtime.engine_build import EngineFromPlan
         from allscan.runtime.tensorrt import TensorRTRunner
+        from allscan.runtime.trt_plan import EngineFromPlan
 
         loader = EngineFromPlan(engine.plan, engine.sidecar, model.card.name, model.card.onnx_sha256 or None)
         runner = TensorRTRunner(loader)

@@ -1,6 +1,6 @@
 """TensorRT runner behind the common Runner interface, and what this machine offers TensorRT.
 
-The runner takes a lazy loader (``engine_build.EngineFromPlan``) that, at activation, refuses with one line
+The runner takes a lazy loader (``trt_plan.EngineFromPlan``) that, at activation, refuses with one line
 before the next step can crash: a CUDA device answers (a ``trt.Runtime`` made without a driver segfaults later),
 TensorRT is really installed (not just its type stubs), the sidecar matches this GPU, TensorRT version and model,
 the plan's bytes match the sidecar, and only then ``deserialize_cuda_engine``. Inference uses the named-tensor
@@ -99,7 +99,7 @@ class EngineLoader(Protocol):
 
 
 class TensorRTRunner(Runner):
-    """Runs the engine its loader gives (see ``engine_build.EngineFromPlan``, which checks the sidecar before
+    """Runs the engine its loader gives (see ``trt_plan.EngineFromPlan``, which checks the sidecar before
     deserializing); ``infer_many`` keeps two batches in flight."""
 
     backend = "tensorrt"
