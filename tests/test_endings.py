@@ -135,7 +135,7 @@ def _journaled(out: Path) -> int:
 
 def _start(inp: Path, out: Path, **popen: object) -> subprocess.Popen[str]:
     command = [sys.executable, "-c", "from allscan.cli import main; main()", "run", str(inp), "-m", "tiny",
-               "-o", str(out), "--workers", "1", "--heatmaps", "all", "-q", "--no-report"]  # fmt: skip
+               "-o", str(out), "--workers", "1", "--heatmaps", "all", "-q", "--no-report", "--batch-size", "2"]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
 
 
@@ -146,8 +146,9 @@ def _interrupt(tmp_path: Path, send: object, expected: int) -> None:
     out = tmp_path / "out"
     proc = _start(inp, out, start_new_session=True)
     deadline = time.monotonic() + 120
-    while _journaled(out) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # signal at the first committed batch: a fast machine finishes 300 tiny images in well under a second
+    while _journaled(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     send(proc)  # type: ignore[operator]
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == expected, f"journaled {_journaled(out)}, tables {(out / 'images.csv').exists()}: {stderr}"

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from allscan.cli import app
 from allscan.models.card import sha256_file
-from allscan.runtime.conformance import REQUIRED_OUTPUTS
 from allscan.runtime.base import REQUIRED_OUTPUTS as RUNNER_OUTPUTS
+from allscan.runtime.conformance import REQUIRED_OUTPUTS
 
 
 def _edit_card(folder: Path, **changes: object) -> None:

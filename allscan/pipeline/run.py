@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from allscan.runtime.conformance import check_model
 from allscan.models.store import ModelStoreError, StoredModel, load_model
 from allscan.pipeline.config import (
     EXECUTORS,
@@ -38,6 +37,7 @@ from allscan.pipeline.processing import process
 from allscan.pipeline.publishing import publish_journal, publish_tables, write_run_json
 from allscan.pipeline.summary import NOTHING_TO_DO, STAGES, Processed, RunSummary, summarize
 from allscan.runtime.base import RunnerError
+from allscan.runtime.conformance import check_model
 
 
 @dataclass
