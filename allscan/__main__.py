@@ -1,0 +1,5 @@
+"""`python -m allscan`: the same as the `allscan` command."""
+
+from allscan.cli import main
+
+main()
