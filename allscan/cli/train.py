@@ -38,6 +38,14 @@ def train_command(
     stem_from: str | None = typer.Option(
         None, "--stem-from", help="vit_hybrid: start the CNN stem from this stored resnet18's checkpoint."
     ),
+    focus_weight: float = typer.Option(
+        0.0,
+        "--focus-weight",
+        help="Evidence penalty: weight of the true class's heatmap share outside the segmented cells (0 = off).",
+    ),
+    init_from: str | None = typer.Option(
+        None, "--init-from", help="Start from this stored model's checkpoint (or a .pt file): a fine-tune."
+    ),
     epochs: int = typer.Option(30, "--epochs"),
     minutes: float | None = typer.Option(None, "--minutes", help="Wall-clock budget (overrides --epochs)."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -100,6 +108,8 @@ def train_command(
         teacher=teacher,
         distill_alpha=distill_alpha,
         stem_from=stem_from,
+        focus_weight=focus_weight,
+        init_from=init_from,
         arch_options=arch_options,
         limit_per_class=limit_per_class,
     )
