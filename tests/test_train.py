@@ -376,7 +376,7 @@ def test_init_from_loads_weights_and_refuses_another_arch(tmp_path: Path) -> Non
     torch.save({"model": source.state_dict()}, path)
     target = archs.build("cnn", 2, image_size=64)
     config = TrainConfig(tmp_path, "cnn", "t", tmp_path, init_from=str(path))
-    init_weights(target, config, log=lambda _line: None)
+    assert init_weights(target, config, log=lambda _line: None) == {"checkpoint": str(path), "epochs_before": 0}
     for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="do not fit --arch"):

@@ -111,11 +111,12 @@ def batch_with_cells(
     return augment.normalise(x, keep, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked"), cell
 
 
-def init_weights(model: nn.Module, config: TrainConfig, log) -> None:
+def init_weights(model: nn.Module, config: TrainConfig, log) -> dict | None:
     """``--init-from``: load a stored model's (``<store>/NAME/checkpoints/last.pt``) or a ``.pt`` file's weights;
-    the optimizer and schedule start fresh, so a short run is a fine-tune of that model."""
+    the optimizer and schedule start fresh, so a short run is a fine-tune of that model. Returns what the card
+    records of the start (the checkpoint and the epochs behind it), None without ``--init-from``."""
     if not config.init_from:
-        return
+        return None
     path = Path(config.init_from)
     if path.suffix != ".pt":
         path = Path(config.out_root) / config.init_from / "checkpoints" / "last.pt"
@@ -128,6 +129,8 @@ def init_weights(model: nn.Module, config: TrainConfig, log) -> None:
         first = str(exc).strip().splitlines()[0]
         raise ValueError(f"{path}: weights do not fit --arch {config.arch} ({first})") from exc
     log(f"started from the weights of {path}")
+    before = state.get("history", {}).get("epochs", []) if isinstance(state.get("history"), dict) else []
+    return {"checkpoint": str(path), "epochs_before": len(before)}
 
 
 def train_step(
@@ -189,7 +192,9 @@ def run_training(
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
     else:
-        init_weights(model, config, log)
+        start = init_weights(model, config, log)
+        if start:
+            history["init_from"] = start
     budget_s = config.minutes * 60 if config.minutes else None
     # The swap gap, watched as training goes: calibration views recoloured with another class's stain.
     swapped_calib = swapped_views(calib_views, train_views.colour_stats, train_views.labels, train_views.image_index)
