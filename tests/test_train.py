@@ -383,3 +383,20 @@ def test_init_from_loads_weights_and_refuses_another_arch(tmp_path: Path) -> Non
         init_weights(archs.build("cnn", 3, image_size=64), config, log=lambda _line: None)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         init_weights(target, TrainConfig(tmp_path, "cnn", "t", tmp_path, init_from="absent"), log=print)
+
+
+def test_cached_cell_masks_are_the_grown_segmentation() -> None:
+    """The training cache carries each view's white-cell mask: the HSV segmentation, grown, at the view's size."""
+    from allscan.train.data import Sample, cache_views
+    from allscan.train.pipeline import colour_input
+
+    paths = sorted((REPO / "sample_images").rglob("*.jpg"))[:2]
+    spec = colour_input(224, "full", "lightness")
+    views = cache_views([Sample(p, 0, i) for i, p in enumerate(paths)], spec, SegmentParams())
+    assert views.cells is not None and views.cells.shape == (2, 224, 224)
+    for i, path in enumerate(paths):
+        bgr = decode_image(path).bgr
+        assert bgr.shape[:2] == (224, 224)
+        raw = segment(bgr, SegmentParams()).mask
+        assert raw.any() and np.all(views.cells[i][raw > 0] == 1)  # every segmented pixel is in the mask
+        assert 1.1 * raw.sum() < views.cells[i].sum() < 3 * raw.sum()  # grown by a rim, not flooded
