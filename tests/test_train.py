@@ -274,3 +274,129 @@ def test_distil_hybrid_vit_from_a_stored_teacher(tiny_data: Path, tmp_path: Path
     wrong = TrainConfig(arch="resnet18", name="x", teacher="teacher", **{**common, "input": InputSpec(size=64)})
     with pytest.raises(ValueError, match="sees another input"):
         train_model(wrong, log=lambda _line: None)
+
+
+# --- the evidence penalty (allscan.train.focus) and --init-from ------------------------------------------------
+
+
+def _disc_views(n: int, size: int = 64, seed: int = 0):
+    """CachedViews of noisy fields with one bright disc each, the disc as the cell mask; labels alternate."""
+    from allscan.train.data import CachedViews
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(60, 120, size=(n, size, size, 3)).astype(np.uint8)
+    cells = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        centre = tuple(int(v) for v in rng.integers(14, size - 14, size=2))
+        cv2.circle(cells[i], centre, 9 + 3 * (i % 2), 1, -1)
+        images[i][cells[i] > 0] = (230, 230, 230) if i % 2 else (200, 200, 200)
+    return CachedViews(
+        images=images,
+        masks=np.ones((n, size, size), np.uint8),
+        labels=np.arange(n, dtype=np.int64) % 2,
+        image_index=np.arange(n, dtype=np.int64),
+        colour_stats=np.full((n, 6), np.nan),
+        failed=[],
+        cells=cells,
+    )
+
+
+def test_focus_penalty_zero_inside_one_outside_and_differentiable() -> None:
+    from allscan.train.focus import focus_penalty, outside_share
+
+    cells = torch.zeros(2, 1, 64, 64)
+    cells[:, :, 16:40, 8:32] = 1  # exactly CAM cells (2-4, 1-3) of an 8 x 8 map
+    cam = torch.zeros(2, 3, 8, 8)
+    cam[0, 1, 2:5, 1:4] = torch.rand(3, 3) + 0.5  # class 1's energy all on the cell
+    cam[1, 2, 6:, 5:] = 1.0  # class 2's energy all off it
+    cam[:, 0] = 5.0  # another class's energy does not count
+    labels = torch.tensor([1, 2])
+    share = outside_share(cam, labels, cells)
+    assert float(share[0]) == 0.0 and float(share[1]) == pytest.approx(1.0)
+    free = torch.randn(2, 3, 8, 8, requires_grad=True)
+    focus_penalty(free, labels, cells).backward()
+    assert free.grad is not None and torch.isfinite(free.grad).all() and free.grad.abs().sum() > 0
+    assert float(focus_penalty(cam, labels, torch.zeros_like(cells))) == 0.0  # no cells, no target
+
+
+def test_cell_masks_move_with_their_images() -> None:
+    """Crops, turns and flips move the cell mask exactly as the image (the disc stays under its mask)."""
+    from allscan.train.loop import batch_with_cells
+
+    views = _disc_views(8)
+    spec = InputSpec(size=64, colour="rgb", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    x, cells = batch_with_cells(views, np.arange(8), spec, np.random.default_rng(3), 0.0)
+    assert cells is not None and cells.shape == (8, 1, 64, 64)
+    bright = x.mean(dim=1, keepdim=True) > 0.6
+    assert float((bright == (cells > 0.5)).float().mean()) > 0.97
+    assert int(cells.sum()) > 0
+
+
+def test_focus_penalty_steps_raise_in_cell_share() -> None:
+    """A few steps with the penalty move the true class's map onto the cells (measured on unaugmented views)."""
+    from allscan.train import archs
+    from allscan.train.focus import outside_share
+    from allscan.train.loop import TrainConfig, batch_with_cells, train_step
+
+    torch.manual_seed(0)
+    views = _disc_views(16)
+    spec = InputSpec(size=64, colour="rgb")
+    net = archs.build("cnn", 2, image_size=64)
+    config = TrainConfig(Path("."), "cnn", "t", Path("."), input=spec, focus_weight=5.0, bf16=False)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    labels = torch.from_numpy(views.labels)
+
+    def inside_share() -> float:
+        net.eval()
+        with torch.no_grad():
+            x, cells = batch_with_cells(views, np.arange(16), spec, None, 0.0)
+            return float(1 - outside_share(net(x)[1], labels, cells).mean())
+
+    before = inside_share()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        net.train()
+        x, cells = batch_with_cells(views, np.arange(16), spec, rng, 0.0)
+        _, loss, penalty = train_step(net, (x, labels, cells), loss_fn, config, None)
+        assert 0.0 <= penalty <= 1.0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = inside_share()
+    assert after > before + 0.15, (before, after)
+
+
+def test_init_from_loads_weights_and_refuses_another_arch(tmp_path: Path) -> None:
+    from allscan.train import archs
+    from allscan.train.loop import TrainConfig, init_weights
+
+    source = archs.build("cnn", 2, image_size=64)
+    path = tmp_path / "start.pt"
+    torch.save({"model": source.state_dict()}, path)
+    target = archs.build("cnn", 2, image_size=64)
+    config = TrainConfig(tmp_path, "cnn", "t", tmp_path, init_from=str(path))
+    assert init_weights(target, config, log=lambda _line: None) == {"checkpoint": str(path), "epochs_before": 0}
+    for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="do not fit --arch"):
+        init_weights(archs.build("cnn", 3, image_size=64), config, log=lambda _line: None)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        init_weights(target, TrainConfig(tmp_path, "cnn", "t", tmp_path, init_from="absent"), log=print)
+
+
+def test_cached_cell_masks_are_the_grown_segmentation() -> None:
+    """The training cache carries each view's white-cell mask: the HSV segmentation, grown, at the view's size."""
+    from allscan.train.data import Sample, cache_views
+    from allscan.train.pipeline import colour_input
+
+    paths = sorted((REPO / "sample_images").rglob("*.jpg"))[:2]
+    spec = colour_input(224, "full", "lightness")
+    views = cache_views([Sample(p, 0, i) for i, p in enumerate(paths)], spec, SegmentParams())
+    assert views.cells is not None and views.cells.shape == (2, 224, 224)
+    for i, path in enumerate(paths):
+        bgr = decode_image(path).bgr
+        assert bgr.shape[:2] == (224, 224)
+        raw = segment(bgr, SegmentParams()).mask
+        assert raw.any() and np.all(views.cells[i][raw > 0] == 1)  # every segmented pixel is in the mask
+        assert 1.1 * raw.sum() < views.cells[i].sum() < 3 * raw.sum()  # grown by a rim, not flooded

@@ -36,6 +36,8 @@ PASSED = (
     "teacher",
     "distill_alpha",
     "stem_from",
+    "focus_weight",
+    "init_from",
     "limit_per_class",
 )
 VIT_OPTIONS = ("vit_dim", "vit_depth", "vit_heads", "vit_patch", "conv_stem")  # the table says which arch takes which
@@ -65,6 +67,17 @@ DistillAlpha = Annotated[float, typer.Option("--distill-alpha", help="Weight of 
 StemFrom = Annotated[
     str | None,
     typer.Option("--stem-from", help="vit_hybrid: start the CNN stem from this stored resnet18's checkpoint."),
+]
+FocusWeight = Annotated[
+    float,
+    typer.Option(
+        "--focus-weight",
+        help="Evidence penalty: weight of the true class's heatmap share outside the segmented cells (0 = off).",
+    ),
+]
+InitFrom = Annotated[
+    str | None,
+    typer.Option("--init-from", help="Start from this stored model's checkpoint (or a .pt file): a fine-tune."),
 ]
 Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training split.")]
 Minutes = Annotated[float | None, typer.Option("--minutes", help="Wall-clock budget (overrides --epochs).")]
@@ -97,6 +110,8 @@ def train_command(
     teacher: Teacher = None,
     distill_alpha: DistillAlpha = 0.5,
     stem_from: StemFrom = None,
+    focus_weight: FocusWeight = 0.0,
+    init_from: InitFrom = None,
     epochs: Epochs = 30,
     minutes: Minutes = None,
     batch_size: BatchSize = 32,

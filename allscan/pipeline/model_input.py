@@ -13,7 +13,8 @@ from allscan.pipeline.colour import apply_colour, normalised_lightness
 from allscan.pipeline.segment import Segmentation
 
 
-def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` dilated by a disc of radius ``pixels`` (training's evidence target grows cells the same way)."""
     if pixels <= 0:
         return mask
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
@@ -23,7 +24,7 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 def masked_image(bgr: np.ndarray, seg: Segmentation, spec: InputSpec) -> np.ndarray:
     """The image with everything but the (slightly grown) white-cell mask replaced by ``spec.mask_fill``."""
     grow = int(round(spec.mask_dilate_frac * min(bgr.shape[:2])))
-    keep = _grow(seg.mask, grow)
+    keep = grow_mask(seg.mask, grow)
     out = np.empty_like(bgr)
     out[:] = np.array(spec.mask_fill[::-1], dtype=np.uint8)  # mask_fill is RGB, the image BGR
     cv2.copyTo(bgr, keep, out)  # the masked copy in C: boolean indexing was half of this function's time

@@ -14,12 +14,20 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crops(images: np.ndarray, masks: np.ndarray, size: int, rng: np.random.Generator, train: bool):
-    """Crop (train: random side in [size, full], random place; eval: the whole view), resize to ``size``."""
+def random_crops(
+    images: np.ndarray, masks: np.ndarray, size: int, rng: np.random.Generator | None, train: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop (train: random side in [size, full], random place; eval: the whole view), resize to ``size``.
+
+    ``masks`` is [N, S, S] or [N, K, S, S] (several masks, e.g. keep and cells): each is cut and resized
+    (nearest) exactly like its image.
+    """
     n, side = images.shape[0], images.shape[1]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.from_numpy(masks).unsqueeze(1).float()
-    if not train:
+    m = torch.from_numpy(masks).float()
+    if m.ndim == 3:
+        m = m.unsqueeze(1)
+    if not train or rng is None:
         return F.interpolate(x, size=(size, size), mode="area"), F.interpolate(m, size=(size, size), mode="nearest")
     xs, ms = [], []
     for i in range(n):
@@ -52,8 +60,8 @@ def stain_jitter(x: torch.Tensor, rng: np.random.Generator, strength: float = 1.
     n = x.shape[0]
     mats = np.eye(3)[None] + rng.normal(0, 0.08 * strength, size=(n, 3, 3))
     gains = rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength, size=(n, 3, 1))
-    mats = torch.from_numpy(mats * gains).float()
-    y = torch.einsum("nij,njhw->nihw", mats, x)
+    matrices = torch.from_numpy(mats * gains).float()
+    y = torch.einsum("nij,njhw->nihw", matrices, x)
     contrast = torch.from_numpy(rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength, size=(n, 1, 1, 1))).float()
     bright = torch.from_numpy(rng.uniform(-0.08 * strength, 0.08 * strength, size=(n, 1, 1, 1))).float()
     mean = y.mean(dim=(1, 2, 3), keepdim=True)

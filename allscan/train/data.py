@@ -18,8 +18,8 @@ import numpy as np
 from allscan.io.images import IMAGE_SUFFIXES, ImageReadError, decode_image
 from allscan.models.card import InputSpec
 from allscan.pipeline.colour import colour_statistics
-from allscan.pipeline.model_input import model_view, resize_view
-from allscan.pipeline.segment import SegmentParams, segment
+from allscan.pipeline.model_input import cell_boxes, grow_mask, model_view, resize_view
+from allscan.pipeline.segment import Segmentation, SegmentParams, segment
 
 SPLITS = ("blocked", "tail", "random")
 TAIL_FRAC = 0.12
@@ -100,7 +100,8 @@ def split_samples(
 @dataclass
 class CachedViews:
     """uint8 BGR views [M, S, S, 3] at the card's size (before its colour transform), keep-masks [M, S, S]
-    (1 = real pixels), labels and image index per view, and each source image's raw LAB statistics."""
+    (1 = real pixels), the grown white-cell masks [M, S, S] (the evidence penalty's target, allscan.train.focus),
+    labels and image index per view, and each source image's raw LAB statistics."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -108,17 +109,38 @@ class CachedViews:
     image_index: np.ndarray
     colour_stats: np.ndarray  # [n_images, 6]: LAB mean and std of the raw image (colour.colour_statistics)
     failed: list[tuple[Path, str]]
+    cells: np.ndarray | None = None  # uint8 [M, S, S]: 1 on the segmented white cells, grown like 'masked' mode
+
+
+def cell_mask_views(seg: Segmentation, spec: InputSpec, shape: tuple[int, int]) -> list[np.ndarray]:
+    """The grown white-cell mask cut like :func:`model_view` cuts the image (one per view, same order).
+
+    Grown by the card's ``mask_dilate_frac`` (the cell context 'masked' mode keeps), so a cell's rim, where
+    the cytoplasm lies and the HSV cut is unsure, counts as cell.
+    """
+    grown = grow_mask(seg.mask, int(round(spec.mask_dilate_frac * min(shape))))
+    if spec.mode == "cells" and seg.cells:
+        return [grown[y0:y1, x0:x1] for x0, y0, x1, y1 in cell_boxes(seg, spec, shape)]
+    return [grown]
+
+
+def _square_mask(mask: np.ndarray, side: int) -> np.ndarray:
+    """A 0/1 mask at ``side`` x ``side``, resized like the view (area-weighted, then cut at a half)."""
+    if mask.shape == (side, side):
+        return mask.astype(np.uint8)
+    return (cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
 
 
 def _views(sample: Sample, spec: InputSpec, params: SegmentParams) -> tuple[np.ndarray, list]:
     decoded = decode_image(sample.path)
     seg = segment(decoded.bgr, params)
     views = model_view(decoded.bgr, seg, spec)
+    cells = cell_mask_views(seg, spec, decoded.bgr.shape[:2])
     fill = np.array(spec.mask_fill[::-1], dtype=np.uint8)
     out = []
-    for view in views:
+    for view, cell in zip(views, cells, strict=True):
         keep = np.any(view != fill, axis=2).astype(np.uint8) if spec.mode == "masked" else None
-        out.append((view, keep))
+        out.append((view, keep, cell))
     return colour_statistics(decoded.bgr), out
 
 
@@ -129,15 +151,16 @@ def cache_views(samples: list[Sample], spec: InputSpec, params: SegmentParams) -
     mismatch of the first release); scale jitter zooms in from this view.
     """
     side = spec.size
-    imgs, masks, labels, index, colours, failed = [], [], [], [], [], []
+    imgs, masks, cells, labels, index, colours, failed = [], [], [], [], [], [], []
     for i, sample in enumerate(samples):
         try:
             stats, views = _views(sample, spec, params)
         except ImageReadError as exc:
             failed.append((sample.path, str(exc)))
             stats, views = np.full(6, np.nan), []
-        for view, keep in views:
+        for view, keep, cell in views:
             imgs.append(resize_view(view, spec))
+            cells.append(_square_mask(cell, side))
             mask = (
                 np.ones((side, side), np.uint8)
                 if keep is None
@@ -154,6 +177,7 @@ def cache_views(samples: list[Sample], spec: InputSpec, params: SegmentParams) -
         image_index=np.asarray(index, dtype=np.int64),
         colour_stats=np.asarray(colours, dtype=np.float64),
         failed=failed,
+        cells=np.stack(cells) if cells else np.zeros((0, side, side), np.uint8),
     )
 
 

@@ -17,6 +17,7 @@ from allscan.pipeline.colour import apply_colour
 from allscan.train import augment
 from allscan.train.data import CachedViews, iter_batches
 from allscan.train.distill import Teacher, distillation_loss
+from allscan.train.focus import focus_penalty, outside_share
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the distillation term against the label term
     distill_temperature: float = 2.0
     stem_from: str | None = None  # hybrid ViT: start its CNN stem from this stored model's checkpoint
+    focus_weight: float = 0.0  # evidence penalty: weight of the true class's CAM share outside the cells (focus.py)
+    init_from: str | None = None  # start from this stored model's (or .pt file's) weights: a fine-tune
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -74,19 +77,85 @@ def batch_tensor(
     Order as in :func:`allscan.pipeline.model_input.to_tensor`: (stain augmentation), the card's colour transform,
     colour order, then crops/turns and mean/std. Without ``rng`` the batch equals the inference path's tensors.
     """
-    train = rng is not None
+    return batch_with_cells(views, idx, spec, rng, jitter, swap_prob, cells=False)[0]
+
+
+def batch_with_cells(
+    views: CachedViews,
+    idx: np.ndarray,
+    spec: InputSpec,
+    rng: np.random.Generator | None,
+    jitter: float,
+    swap_prob: float = 0.0,
+    cells: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`batch_tensor` and, when ``cells``, the views' white-cell masks [N, 1, S, S] cropped, turned and
+    flipped together with their images (the same random draws), for the evidence penalty."""
+    if cells and views.cells is None:
+        raise ValueError("these cached views have no cell masks (cache them with allscan.train.data.cache_views)")
     pixels = views.images[idx]
-    if train and spec.colour != "rgb":
+    if rng is not None and spec.colour != "rgb":
         pixels = [augment.colour_augment(p, rng, views.colour_stats, swap_prob) for p in pixels]
     pixels = np.stack([apply_colour(p, spec.colour) for p in pixels])
     if spec.colour_order == "RGB":
         pixels = np.ascontiguousarray(pixels[..., ::-1])
-    x, m = augment.random_crops(pixels, views.masks[idx], spec.size, rng, train)
-    if train:
+    masks = views.masks[idx]
+    if cells and views.cells is not None:
+        masks = np.stack([masks, views.cells[idx]], axis=1)
+    x, m = augment.random_crops(pixels, masks, spec.size, rng, rng is not None)
+    if rng is not None:
         x, m = augment.geometric(x, m, rng)
         if jitter > 0 and spec.colour == "rgb":
             x = augment.stain_jitter(x, rng, jitter)
-    return augment.normalise(x, m, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked")
+    keep, cell = m[:, :1], (m[:, 1:] if cells else None)
+    return augment.normalise(x, keep, spec.mean, spec.std, spec.mask_fill, spec.mode == "masked"), cell
+
+
+def init_weights(model: nn.Module, config: TrainConfig, log) -> dict | None:
+    """``--init-from``: load a stored model's (``<store>/NAME/checkpoints/last.pt``) or a ``.pt`` file's weights;
+    the optimizer and schedule start fresh, so a short run is a fine-tune of that model. Returns what the card
+    records of the start (the checkpoint and the epochs behind it), None without ``--init-from``."""
+    if not config.init_from:
+        return None
+    path = Path(config.init_from)
+    if path.suffix != ".pt":
+        path = Path(config.out_root) / config.init_from / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to start from (--init-from {config.init_from})")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        model.load_state_dict(state.get("model", state))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{path}: weights do not fit --arch {config.arch} ({first})") from exc
+    log(f"started from the weights of {path}")
+    before = state.get("history", {}).get("epochs", []) if isinstance(state.get("history"), dict) else []
+    return {"checkpoint": str(path), "epochs_before": len(before)}
+
+
+def train_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    loss_fn,
+    config: TrainConfig,
+    teacher: Teacher | None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Forward and loss of one batch: label loss, (distillation), (evidence penalty). Returns logits, loss and the
+    penalty's value (nan when off)."""
+    x, y, cells = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        logits, cam, _ = model(x.contiguous(memory_format=torch.channels_last))
+    logits = logits.float()
+    loss = loss_fn(logits, y)
+    if teacher is not None:
+        soft = distillation_loss(logits, teacher.logits(x), config.distill_temperature)
+        loss = (1 - config.distill_alpha) * loss + config.distill_alpha * soft
+    penalty = float("nan")
+    if cells is not None and config.focus_weight > 0:
+        term = focus_penalty(cam.float(), y, cells)
+        loss = loss + config.focus_weight * term
+        penalty = float(term.detach())
+    return logits, loss, penalty
 
 
 def run_training(
@@ -101,7 +170,8 @@ def run_training(
     """Train ``model`` in place; returns the history. Resumes from ``checkpoint`` when asked and present."""
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or "pos_embedding" in name or "class_token" in name else decay).append(p)
     opt = torch.optim.AdamW(
@@ -121,6 +191,10 @@ def run_training(
         start_epoch = len(history["epochs"])
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    else:
+        start = init_weights(model, config, log)
+        if start:
+            history["init_from"] = start
     budget_s = config.minutes * 60 if config.minutes else None
     # The swap gap, watched as training goes: calibration views recoloured with another class's stain.
     swapped_calib = swapped_views(calib_views, train_views.colour_stats, train_views.labels, train_views.image_index)
@@ -134,7 +208,7 @@ def run_training(
         if budget_s is None and epoch >= config.epochs:
             break
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        total, correct, loss_sum, penalties = 0, 0, 0.0, []
         for step, idx in enumerate(iter_batches(len(train_views.labels), config.batch_size, rng)):
             if budget_s is not None:
                 progress = (time.perf_counter() - t0) / budget_s
@@ -144,15 +218,12 @@ def run_training(
                 progress = (epoch + step / steps_per_epoch) / config.epochs
             for group in opt.param_groups:
                 group["lr"] = config.lr * lr_factor(progress)
-            x = batch_tensor(train_views, idx, config.input, rng, config.stain_jitter, config.swap_prob)
+            x, cells = batch_with_cells(
+                train_views, idx, config.input, rng, config.stain_jitter, config.swap_prob, config.focus_weight > 0
+            )
             y = torch.from_numpy(train_views.labels[idx])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits, _, _ = model(x.contiguous(memory_format=torch.channels_last))
-            logits = logits.float()
-            loss = loss_fn(logits, y)
-            if teacher is not None:
-                soft = distillation_loss(logits, teacher.logits(x), config.distill_temperature)
-                loss = (1 - config.distill_alpha) * loss + config.distill_alpha * soft
+            logits, loss, penalty = train_step(model, (x, y, cells), loss_fn, config, teacher)
+            penalties.append(penalty)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -161,8 +232,8 @@ def run_training(
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += loss.item() * len(idx)
         precise_batchnorm(model, train_views, config.input, rng=np.random.default_rng(config.seed + epoch))
-        calib_acc = evaluate_views(model, calib_views, config.input)
-        swap_acc = evaluate_views(model, swapped_calib, config.input) if swapped_calib is not None else float("nan")
+        calib_acc, calib_focus = evaluate_views(model, calib_views, config.input)
+        swap_acc = evaluate_views(model, swapped_calib, config.input)[0] if swapped_calib is not None else math.nan
         epoch += 1
         history["elapsed_s"] = time.perf_counter() - t0
         history["epochs"].append(
@@ -172,12 +243,15 @@ def run_training(
                 "train_acc": correct / max(total, 1),
                 "calib_acc": calib_acc,
                 "calib_swap_acc": swap_acc,
+                "calib_cam_focus": calib_focus,
+                "train_outside_share": float(np.mean(penalties)) if config.focus_weight > 0 else None,
                 "elapsed_s": round(history["elapsed_s"], 1),
             }
         )
         log(
             f"epoch {epoch}: loss {loss_sum / max(total, 1):.4f} train_acc {correct / max(total, 1):.4f} "
-            f"calib_acc {calib_acc:.4f} calib_swap_acc {swap_acc:.4f} ({history['elapsed_s']:.0f} s)"
+            f"calib_acc {calib_acc:.4f} calib_swap_acc {swap_acc:.4f} calib_cam_focus {calib_focus:.4f} "
+            f"({history['elapsed_s']:.0f} s)"
         )
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}, checkpoint)
@@ -226,19 +300,26 @@ def swapped_views(
     image_label[donor_index] = donor_labels
     usable = (image_label >= 0) & ~np.isnan(donor_stats[:, 0])
     images = views.images.copy()
-    for i, donor in enumerate(other_class_donors(views.labels, image_label, usable, seed)):
+    for i, donor in enumerate(other_class_donors(views.labels.tolist(), image_label.tolist(), usable.tolist(), seed)):
         if donor >= 0:
             images[i] = reinhard_transfer(images[i], donor_stats[donor])
     return replace(views, images=images)
 
 
 @torch.no_grad()
-def evaluate_views(model: nn.Module, views: CachedViews, spec: InputSpec, batch_size: int = 64) -> float:
+def evaluate_views(model: nn.Module, views: CachedViews, spec: InputSpec, batch_size: int = 64) -> tuple[float, float]:
+    """Accuracy and the mean in-cell share of the called class's map at the CAM's resolution ("cam focus": the
+    training-side reading of the pipeline's ``cell_focus``, over views with cells; nan without cell masks)."""
     if len(views.labels) == 0:
-        return float("nan")
+        return math.nan, math.nan
     model.eval()
-    correct = 0
+    correct, inside = 0, []
     for idx in iter_batches(len(views.labels), batch_size, None):
-        x = batch_tensor(views, idx, spec, None, 0.0)
-        correct += int((model(x)[0].argmax(1).numpy() == views.labels[idx]).sum())
-    return correct / len(views.labels)
+        x, cells = batch_with_cells(views, idx, spec, None, 0.0, cells=views.cells is not None)
+        logits, cam, _ = model(x)
+        pred = logits.argmax(1)
+        correct += int((pred.numpy() == views.labels[idx]).sum())
+        if cells is not None:
+            has = cells.flatten(1).amax(dim=1) > 0
+            inside += (1.0 - outside_share(cam[has], pred[has], cells[has])).tolist()
+    return correct / len(views.labels), float(np.mean(inside)) if inside else math.nan
