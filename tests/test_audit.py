@@ -96,6 +96,7 @@ def test_colour_features_see_only_colour() -> None:
 
 def test_binary_metrics_counts_errors_as_missed() -> None:
     classes = ("Benign", "Early", "Pro")
+
     def ok(label: str, benign: float) -> ImageRecord:
         return ImageRecord("s", f"{label}.jpg", "ok", label=label, probs=(benign, 1 - benign, 0.0))
 

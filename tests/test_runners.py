@@ -73,8 +73,7 @@ def test_infer_many_checks_before_running(tiny_store: Path) -> None:
 
 def _items(rows: list[int]) -> list[Prepared]:
     return [
-        Prepared(found=Found("s", f"{i}", f"{i}", f"/{i}"), tensors=b)
-        for i, b in enumerate(_batches(rows, seed=1))
+        Prepared(found=Found("s", f"{i}", f"{i}", f"/{i}"), tensors=b) for i, b in enumerate(_batches(rows, seed=1))
     ]
 
 

@@ -31,9 +31,7 @@ class _LastFeatureMap:
         import torch
 
         self.value: Any = None
-        self.handles = [
-            m.register_forward_hook(self._keep) for m in net.modules() if isinstance(m, torch.nn.Conv2d)
-        ]
+        self.handles = [m.register_forward_hook(self._keep) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
         if not self.handles:
             raise ValueError("the network has no 2-D convolution to take Grad-CAM from")
 

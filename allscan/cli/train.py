@@ -96,6 +96,15 @@ LimitPerClass = Annotated[int | None, typer.Option("--limit-per-class", help="Us
 Store = Annotated[Path | None, typer.Option("--store", help="Model store (default: engines/, or $ALLSCAN_ENGINES).")]
 
 
+def _require_train_extra() -> None:
+    """Refuse in one line, before any work, where the `train` extra is missing."""
+    from allscan.extras import require
+
+    with reported("train"):
+        for module in TRAIN_MODULES:
+            require(module, "train", "allscan train")
+
+
 def train_command(
     data_dir: ClassFolders,
     *,
@@ -131,12 +140,8 @@ def train_command(
 ) -> None:
     """Train a model on class folders, calibrate it, and export model.onnx + card.json into the store."""
     given = dict(locals())  # the options by name, taken before anything else is bound in this function
-    from allscan.extras import require
+    _require_train_extra()
     from allscan.models.store import store_root
-
-    with reported("train"):
-        for module in TRAIN_MODULES:
-            require(module, "train", "allscan train")
     from allscan.train.loop import TrainConfig
     from allscan.train.pipeline import colour_input, train_model
 

@@ -261,4 +261,3 @@ class AtomicTable:
             self.handle.close()  # flushing the buffer may fail again on a full disk
         with contextlib.suppress(OSError):
             self.tmp.unlink(missing_ok=True)
-

@@ -185,9 +185,7 @@ def _chunks(items: Iterable[Found], size: int) -> Iterator[list[Found]]:
         yield chunk
 
 
-def prepared_stream(
-    items: Iterable[Found], settings: PrepareSettings, workers: int
-) -> Generator[Prepared, None, None]:
+def prepared_stream(items: Iterable[Found], settings: PrepareSettings, workers: int) -> Generator[Prepared, None, None]:
     """Prepared images in the order of ``items``; ``workers`` = 0 runs in this process (tests, debugging)."""
     if workers <= 0:
         for found in items:

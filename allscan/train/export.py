@@ -48,5 +48,3 @@ def export_onnx(model: nn.Module, path: Path, size: int, example: np.ndarray | N
     if delta > PARITY_MAX_DP:
         raise RuntimeError(f"ONNX Runtime vs torch parity failed: max |dp| = {delta:.2e} > {PARITY_MAX_DP}")
     return delta
-
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,98 +159,135 @@ def train_step(
     return logits, loss, penalty
 
 
-def run_training(
-    model: nn.Module,
-    train_views: CachedViews,
-    calib_views: CachedViews,
-    config: TrainConfig,
-    checkpoint: Path,
-    log,
-    teacher: Teacher | None = None,
-) -> dict:
-    """Train ``model`` in place; returns the history. Resumes from ``checkpoint`` when asked and present."""
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases, norms and the ViT's position embedding and class token."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or "pos_embedding" in name or "class_token" in name else decay).append(p)
-    opt = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    counts = np.bincount(train_views.labels, minlength=len(set(train_views.labels.tolist())))
+
+
+def _class_weighted_loss(labels: np.ndarray, config: TrainConfig) -> nn.CrossEntropyLoss:
+    """Cross-entropy weighted against class imbalance, with the config's label smoothing."""
+    counts = np.bincount(labels, minlength=len(set(labels.tolist())))
     weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+
+
+@dataclass
+class _Session:
+    """What one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    loss_fn: nn.Module
+    views: CachedViews
+    config: TrainConfig
+    teacher: Teacher | None
+    t0: float
+    budget_s: float | None
+
+    def progress(self, epoch: int, step: int) -> float:
+        """Share of the schedule done: of the wall-clock budget with --minutes, else of the epochs."""
+        if self.budget_s is not None:
+            return (time.perf_counter() - self.t0) / self.budget_s
+        steps_per_epoch = math.ceil(len(self.views.labels) / self.config.batch_size)
+        return (epoch + step / steps_per_epoch) / self.config.epochs
+
+    def finished(self, epoch: int) -> bool:
+        if self.budget_s is not None:
+            return time.perf_counter() - self.t0 >= self.budget_s
+        return epoch >= self.config.epochs
+
+
+def _start(
+    model: nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, checkpoint: Path, log: Callable[[str], None]
+) -> tuple[dict, int, np.random.Generator]:
+    """(history, first epoch, batch-order rng): resumed from ``checkpoint`` when asked and present."""
+    rng = np.random.default_rng(config.seed)
     history: dict = {"epochs": [], "elapsed_s": 0.0}
-    start_epoch = 0
     if config.resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history = state["history"]
         start_epoch = len(history["epochs"])
-        rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
-    else:
-        start = init_weights(model, config, log)
-        if start:
-            history["init_from"] = start
+        return history, start_epoch, np.random.default_rng(config.seed + start_epoch)
+    start = init_weights(model, config, log)
+    if start:
+        history["init_from"] = start
+    return history, 0, rng
+
+
+def _train_epoch(run: _Session, epoch: int, rng: np.random.Generator) -> dict[str, float | None]:
+    """One pass over the training views; the epoch's loss, accuracy and evidence-penalty share."""
+    model, opt, views, config = run.model, run.opt, run.views, run.config
+    model.train()
+    total, correct, loss_sum, penalties = 0, 0, 0.0, []
+    for step, idx in enumerate(iter_batches(len(views.labels), config.batch_size, rng)):
+        progress = run.progress(epoch, step)
+        if run.budget_s is not None and progress >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = config.lr * lr_factor(progress)
+        x, cells = batch_with_cells(
+            views, idx, config.input, rng, config.stain_jitter, config.swap_prob, config.focus_weight > 0
+        )
+        y = torch.from_numpy(views.labels[idx])
+        logits, loss, penalty = train_step(model, (x, y, cells), run.loss_fn, config, run.teacher)
+        penalties.append(penalty)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        total += len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += loss.item() * len(idx)
+    return {
+        "train_loss": loss_sum / max(total, 1),
+        "train_acc": correct / max(total, 1),
+        "train_outside_share": float(np.mean(penalties)) if config.focus_weight > 0 else None,
+    }
+
+
+def run_training(
+    model: nn.Module,
+    train_views: CachedViews,
+    calib_views: CachedViews,
+    config: TrainConfig,
+    checkpoint: Path,
+    log: Callable[[str], None],
+    teacher: Teacher | None = None,
+) -> dict:
+    """Train ``model`` in place; returns the history. Resumes from ``checkpoint`` when asked and present."""
+    torch.manual_seed(config.seed)
+    opt = _optimizer(model, config)
+    loss_fn = _class_weighted_loss(train_views.labels, config)
+    history, epoch, rng = _start(model, opt, config, checkpoint, log)
     budget_s = config.minutes * 60 if config.minutes else None
     # The swap gap, watched as training goes: calibration views recoloured with another class's stain.
     swapped_calib = swapped_views(calib_views, train_views.colour_stats, train_views.labels, train_views.image_index)
-    steps_per_epoch = math.ceil(len(train_views.labels) / config.batch_size)
-    t0 = time.perf_counter() - history["elapsed_s"]
-    epoch = start_epoch
-    while True:
-        elapsed = time.perf_counter() - t0
-        if budget_s is not None and elapsed >= budget_s:
-            break
-        if budget_s is None and epoch >= config.epochs:
-            break
-        model.train()
-        total, correct, loss_sum, penalties = 0, 0, 0.0, []
-        for step, idx in enumerate(iter_batches(len(train_views.labels), config.batch_size, rng)):
-            if budget_s is not None:
-                progress = (time.perf_counter() - t0) / budget_s
-                if progress >= 1.0:
-                    break
-            else:
-                progress = (epoch + step / steps_per_epoch) / config.epochs
-            for group in opt.param_groups:
-                group["lr"] = config.lr * lr_factor(progress)
-            x, cells = batch_with_cells(
-                train_views, idx, config.input, rng, config.stain_jitter, config.swap_prob, config.focus_weight > 0
-            )
-            y = torch.from_numpy(train_views.labels[idx])
-            logits, loss, penalty = train_step(model, (x, y, cells), loss_fn, config, teacher)
-            penalties.append(penalty)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += loss.item() * len(idx)
+    run = _Session(
+        model, opt, loss_fn, train_views, config, teacher, time.perf_counter() - history["elapsed_s"], budget_s
+    )
+    while not run.finished(epoch):
+        trained = _train_epoch(run, epoch, rng)
         precise_batchnorm(model, train_views, config.input, rng=np.random.default_rng(config.seed + epoch))
         calib_acc, calib_focus = evaluate_views(model, calib_views, config.input)
         swap_acc = evaluate_views(model, swapped_calib, config.input)[0] if swapped_calib is not None else math.nan
         epoch += 1
-        history["elapsed_s"] = time.perf_counter() - t0
-        history["epochs"].append(
-            {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(total, 1),
-                "train_acc": correct / max(total, 1),
-                "calib_acc": calib_acc,
-                "calib_swap_acc": swap_acc,
-                "calib_cam_focus": calib_focus,
-                "train_outside_share": float(np.mean(penalties)) if config.focus_weight > 0 else None,
-                "elapsed_s": round(history["elapsed_s"], 1),
-            }
-        )
+        history["elapsed_s"] = time.perf_counter() - run.t0
+        record = {"epoch": epoch, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"]}
+        record |= {"calib_acc": calib_acc, "calib_swap_acc": swap_acc, "calib_cam_focus": calib_focus}
+        record |= {"train_outside_share": trained["train_outside_share"], "elapsed_s": round(history["elapsed_s"], 1)}
+        history["epochs"].append(record)
         log(
-            f"epoch {epoch}: loss {loss_sum / max(total, 1):.4f} train_acc {correct / max(total, 1):.4f} "
+            f"epoch {epoch}: loss {trained['train_loss']:.4f} train_acc {trained['train_acc']:.4f} "
             f"calib_acc {calib_acc:.4f} calib_swap_acc {swap_acc:.4f} calib_cam_focus {calib_focus:.4f} "
             f"({history['elapsed_s']:.0f} s)"
         )
