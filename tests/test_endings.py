@@ -134,8 +134,8 @@ def _journaled(out: Path) -> int:
 
 
 def _start(inp: Path, out: Path, **popen: object) -> subprocess.Popen[str]:
-    command = [sys.executable, "-c", "from allscan.cli import main; main()", "run", str(inp), "-m", "tiny",
-               "-o", str(out), "--workers", "1", "--heatmaps", "all", "-q", "--no-report", "--batch-size", "2"]  # fmt: skip
+    command = [sys.executable, "-c", "from allscan.cli import main; main()", "run", str(inp), "-m", "tiny", "-o",
+               str(out), "--workers", "1", "--heatmaps", "all", "-q", "--no-report", "--batch-size", "2"]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
 
 
