@@ -22,8 +22,12 @@ STRONG_BGR = (40, 40, 255)  # red: absent from viridis, so the cells that carry 
 STRONG_MAX = 3
 STRONG_SHARE = 0.5
 # Huffman-only deflate: a blended colour map has few long repeats for LZ77 to find, so this is about twice as
-# fast as level 3 and ~10 % smaller on all-pbs heatmaps; still lossless.
+# fast as level 3 and ~10 % smaller on all-pbs heatmaps; still lossless. Where OpenCV exposes the row filter (5.0
+# here), the "up" filter alone instead of libpng's per-row trial of all five halves the encoding CPU again (2.9 ->
+# 1.5 ms for a 224 px heatmap, measured; pixels identical) for files ~10 % larger.
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+    PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 
 
 def class_map(
