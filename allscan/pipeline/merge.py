@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from allscan.io.atomic import link_atomic
-from allscan.io.records import Counts, ImageRecord, RecordError, RunRecord, from_cells, read_run, write_run
+from allscan.io.records import ImageRecord, RecordError, RunRecord, from_cells, read_run, write_run
 from allscan.io.records.run import to_json
 from allscan.pipeline.config import config_key
 from allscan.pipeline.discover import JOURNAL_NAME
@@ -229,27 +229,7 @@ def _write_merged_run_json(
     wall = max(r.wall_s for r in runs) + merge_s  # shards run side by side, then the merge
     backends = sorted({r.backend for r in runs} - {"none"}) or ["none"]
     precisions = sorted({r.precision for r in runs} - {""})
-    record = dataclasses.replace(
-        first,
-        started=min(r.started for r in runs),
-        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        backend=",".join(backends),
-        backend_reason=f"merged from {len(runs)} shards ({started.isoformat(timespec='seconds')})",
-        precision=",".join(precisions),
-        args={**first.args, "out": str(out), "shard": None},
-        workers_used=max(r.workers_used for r in runs),
-        counts=_counts(published, processed),
-        timings_s=timings,
-        wall_s=round(wall, 4),
-        images_per_s=round(processed / wall, 3) if wall > 0 else 0.0,
-        exit_code=1 if published.n_error else 0,
-        warnings=tuple(f"shard {s.shard}: {w}" for s in shards for w in s.run.warnings),
-        produced_by=None,
-        shard=None,
-        shards=tuple(_shard_entry(s) for s in shards),
-    )
-    write_run(out / "run.json", record)
-    return RunSummary(
+    summary = RunSummary(
         out_dir=out,
         model_id=first.model.id,
         backend="",
@@ -264,22 +244,29 @@ def _write_merged_run_json(
         n_slides=published.n_slides,
         per_class=published.per_class,
         wall_s=wall,
-        warnings=list(record.warnings),
+        warnings=[f"shard {s.shard}: {w}" for s in shards for w in s.run.warnings],
     )
-
-
-def _counts(published: Published, processed: int) -> Counts:
-    """run.json ``counts`` of the merged tables; ``processed``: images the shards' own runs did."""
-    return Counts(
-        images=published.n_images,
-        ok=published.n_ok,
-        error=published.n_error,
-        processed=processed,
-        reused=published.n_images - processed,
-        flagged=published.n_flagged,
-        slides=published.n_slides,
-        per_class=published.per_class,
+    record = dataclasses.replace(
+        first,
+        started=min(r.started for r in runs),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        backend=",".join(backends),
+        backend_reason=f"merged from {len(runs)} shards ({started.isoformat(timespec='seconds')})",
+        precision=",".join(precisions),
+        args={**first.args, "out": str(out), "shard": None},
+        workers_used=max(r.workers_used for r in runs),
+        counts=summary.counts(),
+        timings_s=timings,
+        wall_s=round(wall, 4),
+        images_per_s=round(processed / wall, 3) if wall > 0 else 0.0,
+        exit_code=summary.exit_code,
+        warnings=tuple(summary.warnings),
+        produced_by=None,
+        shard=None,
+        shards=tuple(_shard_entry(s) for s in shards),
     )
+    write_run(out / "run.json", record)
+    return summary
 
 
 def _shard_entry(s: ShardOut) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from allscan import __version__
-from allscan.io.records import Counts, ModelRecord, ModelRef, Producer, RecordError, RunFlags, RunRecord, ShardInfo
+from allscan.io.records import ModelRecord, ModelRef, Producer, RecordError, RunFlags, RunRecord, ShardInfo
 from allscan.io.records.run import from_json
 from allscan.io.tables import TABLES_VERSION
 from allscan.models.card import sha256_file
@@ -105,16 +105,7 @@ def run_record(
         args=config.args(),
         input_roots=tuple(os.path.abspath(p) for p in config.inputs),
         workers_used=summary.workers_used,
-        counts=Counts(
-            images=summary.n_images,
-            ok=summary.n_ok,
-            error=summary.n_error,
-            processed=summary.n_processed,
-            reused=summary.n_reused,
-            flagged=summary.n_flagged,
-            slides=summary.n_slides,
-            per_class=summary.per_class,
-        ),
+        counts=summary.counts(),
         timings_s={k: round(v, 4) for k, v in summary.timings.items()},
         wall_s=round(summary.wall_s, 4),
         images_per_s=round(summary.images_per_s, 3),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allscan.io.records import Counts
+
 # Stage timings in run.json (seconds): decode, segment and preprocess are summed over the worker processes (CPU
 # time spent, may exceed the wall time); infer, heatmap and write are the main process's wall time in the runner,
 # in CAM upsampling + rendering + PNG writing, and in journal and table writing.
@@ -73,6 +75,19 @@ class RunSummary:
     def exit_code(self) -> int:
         """0: every image processed; 1: the run finished but some images failed (their rows say why)."""
         return 1 if self.n_error else 0
+
+    def counts(self) -> Counts:
+        """run.json ``counts``: the same numbers, in the contract's record."""
+        return Counts(
+            images=self.n_images,
+            ok=self.n_ok,
+            error=self.n_error,
+            processed=self.n_processed,
+            reused=self.n_reused,
+            flagged=self.n_flagged,
+            slides=self.n_slides,
+            per_class=self.per_class,
+        )
 
 
 def summarize(
