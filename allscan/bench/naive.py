@@ -58,12 +58,21 @@ def build_network(model: StoredModel) -> tuple[Any, str]:
     return net.eval(), weights
 
 
-def measure_naive(model: StoredModel, images: list[Path], max_threads: int, reps: int) -> NaiveResult:
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What both notebook baselines start from: the eager network, where its weights came from, the transform."""
+
+    net: Any
+    weights: str  # 'checkpoint' or 'random'
+    transform: Any  # torchvision Resize -> ToTensor -> Normalize at the card's size, mean and std
+
+
+def notebook_setup(model: StoredModel) -> NotebookSetup | NaiveResult:
+    """The notebooks' setup for ``model``, or the skipped result saying why it cannot be made here."""
     reason = missing_dependency()
     if reason:
         return NaiveResult(ips=None, skipped=reason)
     import torch
-    from PIL import Image
     from torchvision import transforms
 
     torch.set_flush_denormal(True)
@@ -79,6 +88,17 @@ def measure_naive(model: StoredModel, images: list[Path], max_threads: int, reps
             transforms.Normalize(list(spec.mean), list(spec.std)),
         ]
     )
+    return NotebookSetup(net, weights, transform)
+
+
+def measure_naive(model: StoredModel, images: list[Path], max_threads: int, reps: int) -> NaiveResult:
+    setup = notebook_setup(model)
+    if isinstance(setup, NaiveResult):
+        return setup
+    import torch
+    from PIL import Image
+
+    net, weights, transform = setup.net, setup.weights, setup.transform
 
     def classify(path: Path) -> int:
         x = transform(Image.open(path).convert("RGB")).unsqueeze(0)
@@ -91,12 +111,12 @@ def measure_naive(model: StoredModel, images: list[Path], max_threads: int, reps
         for path in paths:
             classify(path)
 
-    threads = _fastest_threads(lambda: one_rep(images[:4]), max_threads)
+    threads = fastest_threads(lambda: one_rep(images[:4]), max_threads)
     rates = [rate(len(images), timed(lambda: one_rep(images))[0]) for _ in range(reps)]
     return NaiveResult(ips=median(rates), weights=weights, threads=threads)
 
 
-def _fastest_threads(trial: Callable[[], None], max_threads: int) -> int:
+def fastest_threads(trial: Callable[[], None], max_threads: int) -> int:
     """Set torch to 1 or ``max_threads`` threads, whichever classifies faster here, and return it.
 
     Why: on a busy machine torch's OpenMP threads wait for each other at every barrier, and two threads can be

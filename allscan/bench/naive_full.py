@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from allscan.bench.naive import NaiveResult, _fastest_threads, build_network, missing_dependency
+from allscan.bench.naive import NaiveResult, fastest_threads, notebook_setup
 from allscan.bench.stats import median, rate, timed
 from allscan.models.store import StoredModel
 
@@ -55,24 +55,18 @@ def _overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 def measure_naive_full(model: StoredModel, images: list[Path], max_threads: int, reps: int) -> NaiveResult:
     """Images per second of classify + Grad-CAM + PNG overlay, one image at a time."""
-    reason = missing_dependency()
-    if reason:
-        return NaiveResult(ips=None, skipped=reason)
+    setup = notebook_setup(model)
+    if isinstance(setup, NaiveResult):
+        return setup
     import torch
     import torch.nn.functional as F  # noqa: N812 - torch's own spelling
     from PIL import Image
-    from torchvision import transforms  # type: ignore[import-untyped]
 
-    torch.set_flush_denormal(True)
+    net, weights, transform = setup.net, setup.weights, setup.transform
     try:
-        net, weights = build_network(model)
         hook = _LastFeatureMap(net)
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except ValueError as exc:
         return NaiveResult(ips=None, skipped=f"no torch network for {model.card.architecture!r}: {exc}")
-    spec = model.card.input
-    transform = transforms.Compose(
-        [transforms.Resize((spec.size, spec.size)), transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
-    )
     out_dir = Path(tempfile.mkdtemp(prefix="allscan-naive-full-"))
 
     def explain(path: Path, k: int) -> None:
@@ -95,7 +89,7 @@ def measure_naive_full(model: StoredModel, images: list[Path], max_threads: int,
             explain(path, k)
 
     try:
-        threads = _fastest_threads(lambda: one_rep(images[:4]), max_threads)
+        threads = fastest_threads(lambda: one_rep(images[:4]), max_threads)
         rates = [rate(len(images), timed(lambda: one_rep(images))[0]) for _ in range(reps)]
     finally:
         hook.remove()
