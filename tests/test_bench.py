@@ -74,3 +74,16 @@ def test_bench_quick_json(tiny_store: Path, sample_dir: Path, tmp_path: Path) ->
     measured = {k: v for k, v in data.items() if k != "targets"}  # targets hold differences, may be <= 0
     bad = [(where, n) for where, n in _numbers(measured) if not n > 0]
     assert not bad, bad
+
+
+def test_a_repeated_view_is_as_many_images_as_asked(sample_dir: Path, tmp_path: Path) -> None:
+    """Discovery lists symlink aliases once: a view repeating 14 images up to 40 must still be 40 images to
+    the pipeline (the bench's pipeline runs once timed 14 images of a '256-image' view)."""
+    from allscan.bench import imageset
+    from allscan.pipeline.discover import discover
+
+    images = imageset.list_images(sample_dir)
+    view = imageset.materialise(images, 40, tmp_path / "view")
+    found = [f for f in discover([view]) if not f.error]
+    assert len(images) < 40 and len(found) == 40
+    assert sum((view / f.path).is_symlink() for f in found) == len(images)  # repeats are files of their own

@@ -1,15 +1,17 @@
 """Which images the benchmark reads, and folders of symlinks holding exactly as many as a measurement needs.
 
 Default: the shared all-pbs dataset when present (``$ALLSCAN_BENCH_IMAGES``, else ``../shared/datasets/all-
-pbs`` next to the checkout), otherwise the checkout's ``sample_images`` repeated. A repeated image is a
-symlink with its own path, so the pipeline's journal (keyed by path) treats it as a new image, as a lab's
-next slide would be.
+pbs`` next to the checkout), otherwise the checkout's ``sample_images`` repeated. An image's first place in a
+view is a symlink; each repeat is a file of its own (a hard link, or a copy across file systems): discovery
+lists symlink aliases of one real path once, so repeats as symlinks would be one image, and a "256-image" run
+would time 14 images plus the start-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 from allscan.pipeline.discover import discover
@@ -34,15 +36,23 @@ def list_images(root: Path) -> list[Path]:
 
 
 def materialise(images: list[Path], count: int, dest: Path) -> Path:
-    """``dest`` filled with ``count`` symlinks cycling through ``images``, in slide folders of PER_SLIDE."""
+    """``dest`` filled with ``count`` images cycling through ``images``, in slide folders of PER_SLIDE: the first
+    round as symlinks, every repeat as a file of its own (see the module docstring)."""
     if not images:
         raise ValueError("no images to benchmark on")
     dest.mkdir(parents=True, exist_ok=True)
     for k in range(count):
-        src = images[k % len(images)]
+        src = images[k % len(images)].resolve()
         slide = dest / f"slide{k // PER_SLIDE:04d}"
         slide.mkdir(exist_ok=True)
-        (slide / f"{k:06d}-{src.name}").symlink_to(src.resolve())
+        target = slide / f"{k:06d}-{src.name}"
+        if k < len(images):
+            target.symlink_to(src)
+            continue
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copyfile(src, target)
     return dest
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allscan.bench.rss import descendants
 from allscan.pipeline.run import STAGES, RunConfig, run_batch
 from allscan.report import write_report
 
@@ -82,7 +83,19 @@ def run_once(
 
 
 def tree_cpu_s() -> float:
-    """User + system CPU seconds of this process and of its waited-for children (the run's worker pool is
-    shut down, hence waited for, before ``run_batch`` returns)."""
+    """User + system CPU seconds of this process, of its waited-for children, and of every live descendant with
+    the children it waited for: the run's workers come from a fork server, a child of this process that outlives
+    the run and reaps them, so their CPU time shows in the fork server's, not in this process's children's."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    own = t.user + t.system + t.children_user + t.children_system
+    return own + sum(process_cpu_s(pid) for pid in descendants(os.getpid()))
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime + cutime + cstime of a live process, from /proc/PID/stat (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # fields 14-17 of proc(5)

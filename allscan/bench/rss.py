@@ -30,6 +30,16 @@ class MemoryRun:
     worker_peak_mb: float  # the largest worker's high-water mark seen
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), from /proc; empty without /proc."""
+    found, todo = [], _children(pid)
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(_children(p))
+    return found
+
+
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
     try:

@@ -58,6 +58,7 @@ class RunConfig:
     executor: str = "local"  # local: worker processes + the runner here; ray: prepare + infer on Ray Data
     ray_address: str | None = None  # --executor ray: the cluster (None: $RAY_ADDRESS or a new local one)
     engines_root: Path | None = None  # None: $ALLSCAN_ENGINES or the checkout's engines/
+    finish_threads: int | None = None  # None: finishing.finishing_threads() (0 on <= 2 cores); results alike
     progress: Callable[[Progress], None] | None = field(default=None, repr=False)
     log: Callable[[str], None] | None = field(default=None, repr=False)
 
