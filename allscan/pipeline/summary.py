@@ -59,17 +59,25 @@ class RunSummary:
     n_ok: int = 0
     n_error: int = 0
     n_processed: int = 0  # done by this run
-    n_reused: int = 0  # taken from the journal
     n_flagged: int = 0
     n_slides: int = 0
     workers_used: int = 0  # decode/segment processes this run started (0: in the main process)
     per_class: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
-    images_per_s: float = 0.0  # images processed by this run per second of the whole run
     report_path: Path | None = None  # set by whoever writes the report (the CLI)
     warnings: list[str] = field(default_factory=list)
     discovered: dict[str, object] = field(default_factory=dict)  # the full discovery, for a shard's run.json
+
+    @property
+    def n_reused(self) -> int:
+        """Images whose results were taken from the journal."""
+        return self.n_images - self.n_processed
+
+    @property
+    def images_per_s(self) -> float:
+        """Images processed by this run per second of the whole run."""
+        return self.n_processed / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -111,14 +119,12 @@ def summarize(
         n_ok=published.n_ok,
         n_error=published.n_error,
         n_processed=processed.n_processed,
-        n_reused=published.n_images - processed.n_processed,
         n_flagged=published.n_flagged,
         n_slides=published.n_slides,
         workers_used=processed.workers_used,
         per_class=published.per_class,
         timings=timings,
         wall_s=wall_s,
-        images_per_s=processed.n_processed / wall_s if wall_s > 0 else 0.0,
         warnings=warnings,
         discovered=discovered,
     )
