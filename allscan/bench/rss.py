@@ -73,16 +73,13 @@ class TreeSampler:
         self.tree_peak = self.main_peak = self.worker_peak = 0.0
 
     def sample(self) -> None:
-        total, todo = 0.0, [self.pid]
-        while todo:
-            p = todo.pop()
+        main = status_mb(self.pid)
+        self.main_peak = max(self.main_peak, main.get("VmHWM", 0.0))
+        total = main.get("VmRSS", 0.0)
+        for p in descendants(self.pid):
             status = status_mb(p)
             total += status.get("VmRSS", 0.0)
-            if p == self.pid:
-                self.main_peak = max(self.main_peak, status.get("VmHWM", 0.0))
-            else:
-                self.worker_peak = max(self.worker_peak, status.get("VmHWM", 0.0))
-            todo.extend(_children(p))
+            self.worker_peak = max(self.worker_peak, status.get("VmHWM", 0.0))
         self.tree_peak = max(self.tree_peak, total)
 
 
