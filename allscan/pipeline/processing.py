@@ -7,9 +7,8 @@ with the runner it used, the images it finished and the stage timings.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 import cv2
 
@@ -46,7 +45,7 @@ def _settings(config: RunConfig, model: StoredModel) -> PrepareSettings:
     return PrepareSettings(spec=model.card.input, max_pixels=config.max_pixels, keep_image=config.heatmaps != "none")
 
 
-@contextlib.contextmanager
+@contextmanager
 def opencv_threads(n: int) -> Iterator[None]:
     """OpenCV's own thread pool sized ``n`` for the duration (then as it was). In this process OpenCV works on one
     small image at a time (class maps, heatmaps, small runs' decoding), where a pool of one thread per core only
