@@ -14,7 +14,7 @@ import typer
 
 from allscan.cli.errors import fail, reported
 from allscan.cli.options import ArchOpt, BatchSize, ClassFolders
-from allscan.models.architectures import arch_options
+from allscan.models.architectures import VIT_DEPTH, VIT_DIM, VIT_HEADS, VIT_PATCH, arch_options
 
 TRAIN_MODULES = ("torch", "torchvision", "onnx")  # what train imports before its first epoch
 # Options that are TrainConfig fields of the same name and pass through unchanged (tested against TrainConfig).
@@ -130,10 +130,10 @@ def train_command(
     resume: Resume = False,
     threads: Threads = None,
     bf16: Bf16 = True,
-    vit_dim: VitDim = 192,
-    vit_depth: VitDepth = 12,
-    vit_heads: VitHeads = 3,
-    vit_patch: VitPatch = 16,
+    vit_dim: VitDim = VIT_DIM,
+    vit_depth: VitDepth = VIT_DEPTH,
+    vit_heads: VitHeads = VIT_HEADS,
+    vit_patch: VitPatch = VIT_PATCH,
     conv_stem: ConvStem = False,
     limit_per_class: LimitPerClass = None,
     out_root: Store = None,

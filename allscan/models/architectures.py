@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 VIT_SHAPE = ("vit_dim", "vit_depth", "vit_heads")  # the --vit-* options a configurable ViT takes
+# Their defaults (ViT-Tiny's shape, 16 px patches), declared once for the CLI and the builders.
+VIT_DIM, VIT_DEPTH, VIT_HEADS, VIT_PATCH = 192, 12, 3, 16
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
-from allscan.models.architectures import ARCHITECTURES, arch_names
+from allscan.models.architectures import ARCHITECTURES, VIT_DEPTH, VIT_DIM, VIT_HEADS, VIT_PATCH, arch_names
 
 ARCHS = arch_names()  # the names, from the torch-free table the CLI's --arch help is made of
 
@@ -33,10 +33,10 @@ class BuildArgs:
     num_classes: int
     image_size: int = 224
     pretrained: bool = False
-    vit_dim: int = 192
-    vit_depth: int = 12
-    vit_heads: int = 3
-    vit_patch: int = 16
+    vit_dim: int = VIT_DIM
+    vit_depth: int = VIT_DEPTH
+    vit_heads: int = VIT_HEADS
+    vit_patch: int = VIT_PATCH
     conv_stem: bool = False
 
 
@@ -274,10 +274,10 @@ def build(
     num_classes: int,
     image_size: int = 224,
     pretrained: bool = False,
-    vit_dim: int = 192,
-    vit_depth: int = 12,
-    vit_heads: int = 3,
-    vit_patch: int = 16,
+    vit_dim: int = VIT_DIM,
+    vit_depth: int = VIT_DEPTH,
+    vit_heads: int = VIT_HEADS,
+    vit_patch: int = VIT_PATCH,
     conv_stem: bool = False,
 ) -> nn.Module:
     """Build ``arch`` with the allscan forward: ``(logits, cam, pooled_features)``."""
